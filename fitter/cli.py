@@ -1,0 +1,151 @@
+"""`run.py`: the command line. Exit codes: 0 success, 2 anything the user can fix, 1 internal error,
+130 stopped by Ctrl-C/SIGTERM after saving a checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import logging
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import NoReturn, Optional, Sequence
+
+from fitter.config import DEFAULT_CONFIG, REPO_ROOT, STAGES, Config, load_config
+from fitter.errors import MissingModelError, OutputError, StopRequested, UserError
+
+EXIT_OK, EXIT_INTERNAL, EXIT_USER, EXIT_STOPPED = 0, 1, 2, 130
+SUBCOMMANDS = ("check-models",)
+PREVIEW_HINT = "python run.py --image PHOTO --config configs/preview.yaml"
+
+log = logging.getLogger("headfit")
+
+
+class UsageError(UserError):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises a one-line UsageError instead of printing usage and exiting."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see --help)")
+
+
+def fit_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="run.py",
+        description="Fit a textured 3D head to one portrait photo. "
+        f"Stages: {', '.join(STAGES)}. Other commands: {', '.join(SUBCOMMANDS)} (run.py COMMAND --help).",
+        epilog="Overrides are key.path=value pairs on the typed config, e.g. fit.geometry.lambda_isd=0 "
+        "intake.face_index=1. Exit codes: 0 ok, 2 bad input/config/missing weights, 1 internal error, "
+        "130 interrupted (checkpoint saved; rerun with --resume).",
+    )
+    p.add_argument("--image", required=True, type=Path, help="the portrait photo (JPEG/PNG/WebP/TIFF/BMP)")
+    p.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="YAML config (default: configs/portrait3d.yaml, the hero fit)")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default: outputs/<image stem>)")
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    p.add_argument("--stop-after", choices=STAGES, default=None, help="stop after this stage")
+    p.add_argument("--prompt", default=None, help="text prompt describing the subject")
+    p.add_argument("overrides", nargs="*", metavar="key.path=value", help="config overrides")
+    return p
+
+
+def check_models_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="run.py check-models", description="List every model the config needs, found or missing, and where it looked.")
+    p.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    p.add_argument("overrides", nargs="*", metavar="key.path=value")
+    return p
+
+
+def missing_models_message(cfg_path: Path, cfg: Config) -> Optional[str]:
+    from fitter.requirements import check_models
+
+    missing = [loc for loc in check_models(cfg) if not loc.ok]
+    if not missing:
+        return None
+    parts = [f"{loc.spec.role} ({loc.spec.key}={loc.spec.source}; looked in {', '.join(loc.looked)})" for loc in missing]
+    return (
+        f"missing model weights for {cfg_path}: " + "; ".join(parts)
+        + f". Put them in place (hub ids in the Hugging Face cache, or folders), or run the offline preview: {PREVIEW_HINT}"
+    )
+
+
+def cmd_check_models(argv: Sequence[str]) -> int:
+    from fitter.requirements import check_models
+
+    args = check_models_parser().parse_args(argv)
+    cfg = load_config(args.config, args.overrides)
+    locations = check_models(cfg)
+    if not locations:
+        print(f"{args.config}: needs no downloadable models (preset {cfg.models.preset})")
+        return EXIT_OK
+    for loc in locations:
+        state = f"found   {loc.found}" if loc.ok else "MISSING looked in " + "; ".join(loc.looked)
+        print(f"{loc.spec.role:40s} {loc.spec.key}={loc.spec.source}\n    {state}")
+    return EXIT_OK if all(loc.ok for loc in locations) else EXIT_USER
+
+
+def check_output_dir(out: Path) -> None:
+    """Fail early (before any work) when OUT cannot be created or written."""
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"output path {out} exists and is not a folder")
+    probe = out
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise OutputError(f"output folder {out} is not writable (no write permission on {probe})")
+
+
+def cmd_fit(argv: Sequence[str]) -> int:
+    from fitter.pipeline import Pipeline
+
+    args = fit_parser().parse_args(argv)
+    cfg = load_config(args.config, args.overrides)
+    message = missing_models_message(args.config, cfg)
+    if message:
+        raise MissingModelError(message)
+    out = args.out if args.out is not None else REPO_ROOT / "outputs" / args.image.stem
+    check_output_dir(out)
+    Pipeline(cfg, image=args.image, out=out, resume=args.resume, stop_after=args.stop_after, prompt=args.prompt).run()
+    return EXIT_OK
+
+
+def _os_error_as_user_error(exc: OSError) -> Optional[UserError]:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return OutputError(f"no space left while writing {exc.filename or 'output'}: free disk space or choose another --out")
+    if exc.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
+        return OutputError(f"cannot write {exc.filename or 'output'}: {exc.strerror}")
+    return None
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s", stream=sys.stderr)
+    try:
+        if argv and argv[0] == "check-models":
+            return cmd_check_models(argv[1:])
+        return cmd_fit(argv)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except (StopRequested, KeyboardInterrupt):
+        print("stopped: checkpoint saved; rerun the same command with --resume to continue", file=sys.stderr)
+        return EXIT_STOPPED
+    except OSError as exc:
+        user = _os_error_as_user_error(exc)
+        if user is not None:
+            print(f"error: {user}", file=sys.stderr)
+            return EXIT_USER
+        return _internal(exc)
+    except Exception as exc:  # anything else is our bug: say so, keep the traceback in the log
+        return _internal(exc)
+
+
+def _internal(exc: BaseException) -> int:
+    log.debug("internal error", exc_info=exc)
+    print(f"internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+    if os.environ.get("HEADFIT_DEBUG"):
+        traceback.print_exception(exc)
+    return EXIT_INTERNAL

@@ -1,0 +1,228 @@
+"""Typed configuration: dataclasses turned into OmegaConf structured configs.
+
+Loading order: dataclass defaults (the hero fit) <- YAML file (and the files it ``extends``) <-
+``key.path=value`` overrides. An unknown key, a wrong type or an out-of-range value is a
+`ConfigError` (one line, exit 2).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from fitter.errors import ConfigError
+
+STAGES = ("intake", "init", "geometry", "texture", "export")
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CONFIG_DIR = REPO_ROOT / "configs"
+DEFAULT_CONFIG = CONFIG_DIR / "portrait3d.yaml"
+
+
+@dataclass
+class IntakeConfig:
+    crop_size: int = 1024
+    """Side of `subject/image.png`, the square head-centred crop."""
+    small_size: int = 512
+    """Side of `subject/image_512.png`."""
+    min_short_side: int = 128
+    min_face_px: int = 64
+    """Smallest accepted face box side, in input pixels."""
+    max_pixels: int = 80_000_000
+    """Refuse images with more pixels than this before decoding them (decompression bombs)."""
+    face_index: Optional[int] = None
+    """Which face to use when there are several (0 = largest); default: the largest, with a warning."""
+    background: float = 0.5
+    """Grey level that transparent pixels are composited onto."""
+    crop_scale: float = 1.0
+    """Multiplies the crop size derived from the landmarks (1.0 = the PanoHead/EG3D framing)."""
+    segmenter: str = "selfie"
+    """`selfie` (MediaPipe selfie segmentation) or `face_parsing` (needs models.face_parsing)."""
+    neck_margin: float = 0.35
+    """Mask below the chin is kept down to this fraction of the face height (neck), then cut."""
+    detection_confidence: float = 0.5
+
+
+@dataclass
+class ModelsConfig:
+    """Where each model comes from: a Hugging Face hub id (looked up in the local cache) or a folder."""
+
+    preset: str = "real"
+    """`real` (the ids/folders below) or `tiny-random` (tiny random models built in code, for dry runs and tests)."""
+    cache_dir: Optional[str] = None
+    """Hugging Face cache to look in (default: $HF_HUB_CACHE, ~/.cache/huggingface/hub)."""
+    allow_pickle: bool = False
+    """Allow non-safetensors (pickle) weights. Off by default: a pickle can run code when loaded."""
+    base: str = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+    """SD1.5-family base for identity-aware score distillation (diffusers layout)."""
+    controlnet_landmarks: str = "CrucibleAI/ControlNetMediaPipeFace"
+    controlnet_normal: str = "lllyasviel/control_v11p_sd15_normalbae"
+    controlnet_canny: str = "lllyasviel/control_v11p_sd15_canny"
+    ip_adapter: str = "h94/IP-Adapter-FaceID"
+    ip_adapter_weight: str = "ip-adapter-faceid-portrait_sd15.safetensors"
+    texture_base: str = "SG161222/Realistic_Vision_V4.0_noVAE"
+    texture_vae: str = "stabilityai/sd-vae-ft-mse"
+    normal_sd: str = "xanderhuang/normal-adapted-sd1.5"
+    depth_sd: str = "xanderhuang/depth-adapted-sd1.5"
+    arcface: Optional[str] = None
+    """ArcFace ONNX file (e.g. insightface buffalo_l `w600k_r50.onnx`); identity tokens need it."""
+    face_parsing: Optional[str] = None
+    """Face-parsing segmentation model (hub id or folder) for the foreground mask."""
+
+
+@dataclass
+class ReferenceConfig:
+    """Reference-view normal and depth maps (`subject/normal.png`, `subject/depth.png`)."""
+
+    source: str = "generate"
+    """`generate` (ID-aware normal/depth-adapted SD), `user` (the paths below) or `none`."""
+    normal_path: Optional[str] = None
+    depth_path: Optional[str] = None
+
+
+@dataclass
+class InitConfig:
+    kind: str = "template"
+    """`template` | `mesh` (later: `gan_inversion`, `multiview`)."""
+    mesh_path: Optional[str] = None
+    up_axis: str = "+y"
+    front_axis: str = "+z"
+
+
+@dataclass
+class GeometryConfig:
+    steps: int = 6000
+    lr: float = 0.005
+    lambda_isd: float = 1.0
+    """Identity-aware score distillation weight; 0 turns the diffusion prior off."""
+
+
+@dataclass
+class TextureConfig:
+    resolution: int = 1024
+    mode: str = "diffusion"
+    """`diffusion` (progressive inpainting + refinement) or `projection` (photo projection + fills)."""
+
+
+@dataclass
+class FitConfig:
+    geometry: GeometryConfig = field(default_factory=GeometryConfig)
+    texture: TextureConfig = field(default_factory=TextureConfig)
+
+
+@dataclass
+class ExportConfig:
+    view_size: int = 512
+    turntable_frames: int = 60
+
+
+@dataclass
+class RunConfig:
+    seed: int = 0
+    device: str = "auto"
+    """`auto` (CUDA when available), `cpu` or `cuda`."""
+    checkpoint_every: int = 200
+    max_nan_rollbacks: int = 5
+    tensorboard: bool = False
+
+
+@dataclass
+class Config:
+    prompt: str = "a DSLR portrait photo of a person, high detail"
+    intake: IntakeConfig = field(default_factory=IntakeConfig)
+    models: ModelsConfig = field(default_factory=ModelsConfig)
+    init: InitConfig = field(default_factory=InitConfig)
+    reference: ReferenceConfig = field(default_factory=ReferenceConfig)
+    fit: FitConfig = field(default_factory=FitConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+def _one_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    head = text[0] if text else type(exc).__name__
+    key = getattr(exc, "full_key", None)
+    if key and key not in head:
+        head = f"{key}: {head}"
+    return head
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> DictConfig:
+    """Read a YAML config, merging the file it names in `extends` (relative to itself) first."""
+    path = path.resolve()
+    if path in seen:
+        raise ConfigError(f"config {path} extends itself")
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = OmegaConf.load(path)
+    except Exception as exc:  # yaml errors carry multi-line messages
+        raise ConfigError(f"cannot parse config {path}: {_one_line(exc)}") from None
+    if not isinstance(data, DictConfig):
+        raise ConfigError(f"config {path} must be a mapping")
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    base = _read_yaml(path.parent / str(parent), seen + (path,))
+    return OmegaConf.merge(base, data)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Defaults <- YAML <- dot-list overrides, type-checked; raises ConfigError."""
+    schema = OmegaConf.structured(Config)
+    try:
+        merged = schema
+        if path is not None:
+            merged = OmegaConf.merge(merged, _read_yaml(Path(path)))
+        for item in overrides:
+            if "=" not in item:
+                raise ConfigError(f"override {item!r} is not key.path=value")
+        if overrides:
+            merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
+        cfg: Config = OmegaConf.to_object(merged)  # type: ignore[assignment]
+    except ConfigError:
+        raise
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"bad config: {_one_line(exc)}") from None
+    validate(cfg)
+    return cfg
+
+
+def _check(ok: bool, key: str, why: str) -> None:
+    if not ok:
+        raise ConfigError(f"bad config: {key} {why}")
+
+
+def validate(cfg: Config) -> None:
+    """Range checks that types alone cannot express."""
+    i = cfg.intake
+    _check(i.crop_size >= 128, "intake.crop_size", "must be >= 128")
+    _check(i.small_size >= 64, "intake.small_size", "must be >= 64")
+    _check(i.min_short_side >= 16, "intake.min_short_side", "must be >= 16")
+    _check(i.min_face_px >= 16, "intake.min_face_px", "must be >= 16")
+    _check(i.max_pixels > 0, "intake.max_pixels", "must be positive")
+    _check(0.0 <= i.background <= 1.0, "intake.background", "must be in [0, 1]")
+    _check(0.5 <= i.crop_scale <= 3.0, "intake.crop_scale", "must be in [0.5, 3]")
+    _check(i.face_index is None or i.face_index >= 0, "intake.face_index", "must be >= 0")
+    _check(i.segmenter in ("selfie", "face_parsing"), "intake.segmenter", "must be selfie or face_parsing")
+    _check(i.segmenter != "face_parsing" or bool(cfg.models.face_parsing), "intake.segmenter", "face_parsing needs models.face_parsing")
+    _check(cfg.models.preset in ("real", "tiny-random"), "models.preset", "must be real or tiny-random")
+    _check(cfg.reference.source in ("generate", "user", "none"), "reference.source", "must be generate, user or none")
+    _check(cfg.fit.texture.mode in ("diffusion", "projection"), "fit.texture.mode", "must be diffusion or projection")
+    _check(cfg.fit.geometry.lambda_isd >= 0, "fit.geometry.lambda_isd", "must be >= 0")
+    _check(cfg.init.kind in ("template", "mesh"), "init.kind", "must be one of template, mesh")
+    _check(cfg.init.kind != "mesh" or bool(cfg.init.mesh_path), "init.mesh_path", "is required with init.kind=mesh")
+    _check(cfg.run.device in ("auto", "cpu", "cuda"), "run.device", "must be auto, cpu or cuda")
+    _check(cfg.run.checkpoint_every > 0, "run.checkpoint_every", "must be positive")
+    _check(cfg.run.max_nan_rollbacks >= 0, "run.max_nan_rollbacks", "must be >= 0")
+
+
+def to_yaml(cfg: Config) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def as_dict(cfg: Any) -> dict:
+    return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)  # type: ignore[return-value]

@@ -1,0 +1,81 @@
+"""What a stage is handed: the config, the run folder, the device, logging and the stop flag."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from fitter.config import Config
+
+log = logging.getLogger("headfit")
+
+
+class StopFlag:
+    """Set by SIGINT/SIGTERM; training loops poll it, save a checkpoint and stop.
+
+    A second Ctrl-C while a stop is pending raises KeyboardInterrupt at once.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+
+    def request(self, signum: int = signal.SIGINT, frame: Any = None) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+        log.warning("stop requested: saving a checkpoint at the next step")
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self.request)
+
+    def uninstall(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        from fitter.errors import ConfigError
+
+        raise ConfigError("run.device=cuda but no CUDA device is available (use run.device=auto or cpu)")
+    return torch.device(name)
+
+
+@dataclass
+class RunContext:
+    cfg: Config
+    out: Path
+    device: torch.device
+    resume: bool = False
+    stop: StopFlag = field(default_factory=StopFlag)
+    tensorboard: Optional[Any] = None
+
+    @property
+    def subject_dir(self) -> Path:
+        return self.out / "subject"
+
+    def stage_dir(self, stage: str) -> Path:
+        path = self.out / stage
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def read_json(self, relative: str) -> Any:
+        return json.loads((self.out / relative).read_text())
+
+    def scalar(self, tag: str, value: float, step: int) -> None:
+        if self.tensorboard is not None:
+            self.tensorboard.add_scalar(tag, value, step)

@@ -1,0 +1,128 @@
+"""Runs the stages in order: intake -> init -> geometry -> texture -> export.
+
+Each stage writes `OUT/<stage>/` and, last, `OUT/<stage>/done.json` holding a hash of the config it
+ran with (chained with the stages before it). `--resume` skips stages whose marker matches and
+continues the first unfinished one from its checkpoint; without `--resume` every stage after the
+intake runs afresh (the intake reuses a complete `subject/` for the same photo and settings).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Optional
+
+from fitter import atomic
+from fitter.config import STAGES, Config, as_dict, to_yaml
+from fitter.context import RunContext, resolve_device
+
+log = logging.getLogger("headfit")
+
+# Config sections whose values change what each stage produces.
+STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
+    "init": ("init", "run.seed"),
+    "geometry": ("fit.geometry", "reference", "models", "prompt", "run.seed"),
+    "texture": ("fit.texture", "models", "prompt", "run.seed"),
+    "export": ("export",),
+}
+
+
+def _section(cfg_dict: dict, dotted: str) -> object:
+    node: object = cfg_dict
+    for part in dotted.split("."):
+        node = node[part]  # type: ignore[index]
+    return node
+
+
+def stage_hashes(cfg: Config, subject_sha: str) -> dict[str, str]:
+    """Chained hash per stage: a change upstream invalidates everything downstream."""
+    cfg_dict = as_dict(cfg)
+    hashes, previous = {}, subject_sha
+    for stage in STAGES[1:]:
+        payload = json.dumps([previous, [_section(cfg_dict, s) for s in STAGE_SECTIONS[stage]]], sort_keys=True)
+        previous = hashlib.sha256(payload.encode()).hexdigest()[:16]
+        hashes[stage] = previous
+    return hashes
+
+
+def stage_done(out: Path, stage: str, digest: str) -> bool:
+    marker = out / stage / "done.json"
+    try:
+        return json.loads(marker.read_text()).get("hash") == digest
+    except (OSError, ValueError):
+        return False
+
+
+class Pipeline:
+    def __init__(self, cfg: Config, image: Path, out: Path, resume: bool = False, stop_after: Optional[str] = None, prompt: Optional[str] = None):
+        self.cfg, self.image, self.out = cfg, Path(image), Path(out)
+        self.resume, self.stop_after, self.prompt = resume, stop_after, prompt
+
+    def run(self) -> None:
+        from fitter.intake import run_intake
+
+        t0 = time.perf_counter()
+        # The intake validates the photo before creating anything under OUT.
+        subject = run_intake(self.image, self.cfg, self.out / "subject", prompt=self.prompt)
+        handler = self._start_log()
+        try:
+            atomic.write_text(self.out / "config.yaml", to_yaml(self.cfg))
+            log.info("intake: %s (%.1f s)", self.out / "subject", time.perf_counter() - t0)
+            if self.stop_after == "intake":
+                return
+            self._run_stages(subject)
+        finally:
+            logging.getLogger("headfit").removeHandler(handler)
+            handler.close()
+
+    def _start_log(self) -> logging.Handler:
+        handler = logging.FileHandler(self.out / "run.log", encoding="utf-8")
+        handler.setLevel(logging.DEBUG)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        root = logging.getLogger("headfit")
+        root.addHandler(handler)
+        root.setLevel(logging.DEBUG)
+        return handler
+
+    def _run_stages(self, subject: dict) -> None:
+        ctx = RunContext(self.cfg, self.out, resolve_device(self.cfg.run.device), resume=self.resume)
+        ctx.tensorboard = self._tensorboard()
+        hashes = stage_hashes(self.cfg, str(subject.get("input_sha256", "")))
+        ctx.stop.install()
+        try:
+            for stage in STAGES[1:]:
+                if self.resume and stage_done(self.out, stage, hashes[stage]):
+                    log.info("%s: already complete, skipped", stage)
+                else:
+                    self._run_stage(ctx, stage, hashes[stage])
+                if stage == self.stop_after:
+                    break
+        finally:
+            ctx.stop.uninstall()
+            if ctx.tensorboard is not None:
+                ctx.tensorboard.close()
+
+    def _run_stage(self, ctx: RunContext, stage: str, digest: str) -> None:
+        stage_dir = self.out / stage
+        if not self.resume and stage_dir.exists():
+            shutil.rmtree(stage_dir)
+        (self.out / stage / "done.json").unlink(missing_ok=True)
+        module = importlib.import_module(f"fitter.stages.{stage}")
+        t0 = time.perf_counter()
+        log.info("%s: started", stage)
+        module.run(ctx)
+        wall = time.perf_counter() - t0
+        atomic.write_json(ctx.stage_dir(stage) / "done.json", {"stage": stage, "hash": digest, "wall_s": round(wall, 3)})
+        log.info("%s: done in %.1f s", stage, wall)
+
+    def _tensorboard(self):  # type: ignore[no-untyped-def]
+        if not self.cfg.run.tensorboard:
+            return None
+        from torch.utils.tensorboard import SummaryWriter
+
+        return SummaryWriter(log_dir=str(self.out / "tensorboard"))
