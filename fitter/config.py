@@ -44,6 +44,9 @@ class IntakeConfig:
     neck_margin: float = 0.35
     """Mask below the chin is kept down to this fraction of the face height (neck), then cut."""
     detection_confidence: float = 0.5
+    max_yaw: float = 45.0
+    """Refuse faces turned further than this (degrees) from the camera: FaceMesh landmarks and the
+    head pose become unreliable in profile."""
 
 
 @dataclass
@@ -206,6 +209,8 @@ def validate(cfg: Config) -> None:
     _check(i.max_pixels > 0, "intake.max_pixels", "must be positive")
     _check(0.0 <= i.background <= 1.0, "intake.background", "must be in [0, 1]")
     _check(0.5 <= i.crop_scale <= 3.0, "intake.crop_scale", "must be in [0.5, 3]")
+    _check(0.0 < i.detection_confidence < 1.0, "intake.detection_confidence", "must be in (0, 1)")
+    _check(0.0 < i.max_yaw <= 90.0, "intake.max_yaw", "must be in (0, 90]")
     _check(i.face_index is None or i.face_index >= 0, "intake.face_index", "must be >= 0")
     _check(i.segmenter in ("selfie", "face_parsing"), "intake.segmenter", "must be selfie or face_parsing")
     _check(i.segmenter != "face_parsing" or bool(cfg.models.face_parsing), "intake.segmenter", "face_parsing needs models.face_parsing")
