@@ -1,0 +1,22 @@
+"""Triangle meshes: the `Mesh` container, normals, regularisers, clean-up, UV unwrap and file I/O.
+
+Conventions are documented in `core.py` (uv/texture orientation) and `representations/cameras.py`
+(world axes).
+"""
+
+from .convert import mesh_from_trimesh, mesh_to_trimesh
+from .core import Mesh
+from .errors import MeshFormatError, UVUnwrapError
+from .geometry import edge_face_pairs, face_areas, face_normals, half_edges, unique_edges, vertex_degrees, vertex_normals
+from .losses import laplacian_vectors, loss_laplacian, loss_normal_consistency
+from .primitives import grid, icosphere
+from .texture import texture_from_image, texture_to_image, texture_to_uint8, uv_to_grid, uv_to_pixel
+
+__all__ = [
+    "Mesh", "MeshFormatError", "UVUnwrapError",
+    "edge_face_pairs", "face_areas", "face_normals", "half_edges", "grid", "icosphere",
+    "laplacian_vectors", "loss_laplacian", "loss_normal_consistency",
+    "mesh_from_trimesh", "mesh_to_trimesh",
+    "texture_from_image", "texture_to_image", "texture_to_uint8",
+    "unique_edges", "uv_to_grid", "uv_to_pixel", "vertex_degrees", "vertex_normals",
+]
