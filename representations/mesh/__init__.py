@@ -4,6 +4,14 @@ Conventions are documented in `core.py` (uv/texture orientation) and `representa
 (world axes).
 """
 
+from .cleanup import (
+    decimate,
+    keep_largest_component,
+    merge_close_vertices,
+    remove_degenerate_faces,
+    remove_unreferenced_vertices,
+    select_faces,
+)
 from .convert import mesh_from_trimesh, mesh_to_trimesh
 from .core import Mesh
 from .errors import MeshFormatError, UVUnwrapError
@@ -11,9 +19,12 @@ from .geometry import edge_face_pairs, face_areas, face_normals, half_edges, uni
 from .losses import laplacian_vectors, loss_laplacian, loss_normal_consistency
 from .primitives import grid, icosphere
 from .texture import texture_from_image, texture_to_image, texture_to_uint8, uv_to_grid, uv_to_pixel
+from .uv_unwrap import AtlasInfo, UnwrapOptions, run_xatlas, unwrap_uv, unwrap_uv_with_info
 
 __all__ = [
-    "Mesh", "MeshFormatError", "UVUnwrapError",
+    "AtlasInfo", "Mesh", "MeshFormatError", "UVUnwrapError", "UnwrapOptions",
+    "decimate", "keep_largest_component", "merge_close_vertices", "remove_degenerate_faces",
+    "remove_unreferenced_vertices", "run_xatlas", "select_faces", "unwrap_uv", "unwrap_uv_with_info",
     "edge_face_pairs", "face_areas", "face_normals", "half_edges", "grid", "icosphere",
     "laplacian_vectors", "loss_laplacian", "loss_normal_consistency",
     "mesh_from_trimesh", "mesh_to_trimesh",
