@@ -4,6 +4,7 @@ Conventions are documented in `core.py` (uv/texture orientation) and `representa
 (world axes).
 """
 
+from .axes import axis_vector, reorient, rotation_to_canonical
 from .cleanup import (
     decimate,
     keep_largest_component,
@@ -15,7 +16,9 @@ from .cleanup import (
 from .convert import mesh_from_trimesh, mesh_to_trimesh
 from .core import Mesh
 from .errors import MeshFormatError, UVUnwrapError
+from .export import save_glb, save_mesh, save_obj, save_ply
 from .geometry import edge_face_pairs, face_areas, face_normals, half_edges, unique_edges, vertex_degrees, vertex_normals
+from .load import load_mesh, read_mesh
 from .losses import laplacian_vectors, loss_laplacian, loss_normal_consistency
 from .primitives import grid, icosphere
 from .texture import texture_from_image, texture_to_image, texture_to_uint8, uv_to_grid, uv_to_pixel
@@ -23,11 +26,11 @@ from .uv_unwrap import AtlasInfo, UnwrapOptions, run_xatlas, unwrap_uv, unwrap_u
 
 __all__ = [
     "AtlasInfo", "Mesh", "MeshFormatError", "UVUnwrapError", "UnwrapOptions",
-    "decimate", "keep_largest_component", "merge_close_vertices", "remove_degenerate_faces",
-    "remove_unreferenced_vertices", "run_xatlas", "select_faces", "unwrap_uv", "unwrap_uv_with_info",
-    "edge_face_pairs", "face_areas", "face_normals", "half_edges", "grid", "icosphere",
-    "laplacian_vectors", "loss_laplacian", "loss_normal_consistency",
-    "mesh_from_trimesh", "mesh_to_trimesh",
-    "texture_from_image", "texture_to_image", "texture_to_uint8",
-    "unique_edges", "uv_to_grid", "uv_to_pixel", "vertex_degrees", "vertex_normals",
+    "axis_vector", "decimate", "edge_face_pairs", "face_areas", "face_normals", "half_edges", "grid", "icosphere",
+    "keep_largest_component", "laplacian_vectors", "load_mesh", "loss_laplacian", "loss_normal_consistency",
+    "merge_close_vertices", "mesh_from_trimesh", "mesh_to_trimesh", "read_mesh", "remove_degenerate_faces",
+    "remove_unreferenced_vertices", "reorient", "rotation_to_canonical", "run_xatlas", "save_glb", "save_mesh",
+    "save_obj", "save_ply", "select_faces", "texture_from_image", "texture_to_image", "texture_to_uint8",
+    "unique_edges", "unwrap_uv", "unwrap_uv_with_info", "uv_to_grid", "uv_to_pixel", "vertex_degrees",
+    "vertex_normals",
 ]
