@@ -22,6 +22,7 @@ from fitter.intake.parsing import parsing_foreground
 SELFIE_THRESHOLD = 0.5
 SELFIE_THRESHOLD_WITH_ALPHA = 0.25
 """With a user alpha cut-out the segmenter only has to reject what the alpha kept, so it is looser."""
+SIDE_MARGIN = 0.15
 
 
 @functools.lru_cache(maxsize=1)
@@ -59,6 +60,18 @@ def neck_cut_row(points: np.ndarray, neck_margin: float) -> int:
     return int(np.ceil(chin_y + neck_margin * max(face_height, 0.0)))
 
 
+def _cut_shoulders(fg: np.ndarray, points: np.ndarray, neck_margin: float) -> None:
+    mesh = points[: mpi.NUM_MESH, :2]
+    face_height = max(points[mpi.CHIN, 1] - points[mpi.FOREHEAD_TOP, 1], 1.0)
+    x0 = int(np.floor(mesh[:, 0].min() - SIDE_MARGIN * face_height))
+    x1 = int(np.ceil(mesh[:, 0].max() + SIDE_MARGIN * face_height))
+    mouth_row = int(np.ceil(max(points[mpi.MOUTH_RIGHT_CORNER, 1], points[mpi.MOUTH_LEFT_CORNER, 1])))
+    below = slice(max(0, mouth_row), None)
+    fg[below, : max(0, x0)] = False
+    fg[below, max(0, x1) :] = False
+    fg[max(0, neck_cut_row(points, neck_margin)) :, :] = False
+
+
 def foreground_mask(crop: np.ndarray, points: np.ndarray, alpha: np.ndarray | None, cfg: Config) -> np.ndarray:
     """(H, W) uint8 mask, 0 or 255."""
     h, w = crop.shape[:2]
@@ -70,6 +83,6 @@ def foreground_mask(crop: np.ndarray, points: np.ndarray, alpha: np.ndarray | No
     if alpha is not None:
         fg &= alpha > 0.5
     fg |= _face_hull(points, (h, w))
-    fg[max(0, neck_cut_row(points, cfg.intake.neck_margin)) :, :] = False
+    _cut_shoulders(fg, points, cfg.intake.neck_margin)
     fg = ndimage.binary_fill_holes(_largest_component(fg))
     return fg.astype(np.uint8) * 255

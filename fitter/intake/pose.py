@@ -8,9 +8,10 @@ Angle conventions (degrees):
   pitch > 0: the subject looks up (chin up), so the camera sees them from below;
   roll  > 0: the head tilts counter-clockwise in the image (the subject's left eye, on the image's
         right, goes up).
-They decompose the world-to-camera rotation as R = Ry(yaw) · Rx(-pitch) · Rz(roll) (OpenGL camera
-frame). The camera's orbit equivalents (representations/cameras.py) are reported too: for a centred
-head, camera azimuth ≈ -yaw and elevation ≈ -pitch.
+They decompose the world-to-camera rotation (OpenGL camera frame) as R = Rx(-pitch) · Ry(yaw) · Rz(roll),
+the order in which an orbit camera of representations/cameras.py is built: the orbit camera at
+azimuth a, elevation e has exactly yaw = -a, pitch = -e, roll = 0. The camera's own azimuth and
+elevation (from its position, which also reflects where the head sits in the crop) are reported too.
 """
 
 from __future__ import annotations
@@ -47,9 +48,9 @@ class HeadPose:
 
     def angles(self) -> dict[str, float]:
         r = self.camera.w2c[:3, :3]
-        yaw = math.degrees(math.atan2(r[0, 2], r[2, 2]))
-        pitch = math.degrees(math.asin(float(np.clip(r[1, 2], -1.0, 1.0))))
-        roll = math.degrees(math.atan2(r[1, 0], r[1, 1]))
+        yaw = math.degrees(math.asin(float(np.clip(r[0, 2], -1.0, 1.0))))
+        pitch = math.degrees(math.atan2(r[1, 2], r[2, 2]))
+        roll = math.degrees(math.atan2(-r[0, 1], r[0, 0]))
         pos = self.camera.position
         azimuth = math.degrees(math.atan2(pos[0], pos[2]))
         elevation = math.degrees(math.atan2(pos[1], math.hypot(pos[0], pos[2])))

@@ -124,7 +124,9 @@ def _subject_record(image_path: Path, image: LoadedImage, a: Analysis, cfg: Conf
     }
 
 
-def write_subject(subject_dir: Path, a: Analysis, record: dict, cfg: Config) -> None:
+def write_subject(subject_dir: Path, a: Analysis, record: dict, cfg: Config, started: float) -> None:
+    """Write the files, then subject.json (with the write and total times) last."""
+    write_start = time.perf_counter()
     try:
         # A stale marker must go first: a crash while the new files are written must not leave an
         # old subject.json vouching for a mix of old and new files.
@@ -134,6 +136,8 @@ def write_subject(subject_dir: Path, a: Analysis, record: dict, cfg: Config) -> 
             _write_file(subject_dir / name, payload)
             files[name] = _file_sha256(subject_dir / name)
         record["files"] = files
+        record["timings_s"]["write"] = round(time.perf_counter() - write_start, 4)
+        record["timings_s"]["total"] = round(time.perf_counter() - started, 4)
         atomic.write_json(subject_dir / SUBJECT_JSON, record)
     except OSError as exc:
         raise OutputError(f"cannot write the subject folder {subject_dir}: {exc.strerror or exc}") from None
@@ -175,8 +179,5 @@ def run_intake(image_path: Path, cfg: Config, subject_dir: Path, prompt: str | N
     a = analyse(image, cfg, warnings)
     a.timings = {"load": load_time} | a.timings
     record = _subject_record(image_path, image, a, cfg, prompt, settings)
-    write_start = time.perf_counter()
-    write_subject(subject_dir, a, record, cfg)
-    record["timings_s"]["write"] = round(time.perf_counter() - write_start, 4)
-    record["timings_s"]["total"] = round(time.perf_counter() - start, 4)
+    write_subject(subject_dir, a, record, cfg, start)
     return record
