@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -92,6 +93,8 @@ def arcface_embedding(rgb: np.ndarray, points: np.ndarray, model_path: str) -> n
 
     model = load_arcface(model_path)
     bgr = np.ascontiguousarray(rgb[:, :, ::-1])
-    aligned = norm_crop(bgr, landmark=five_points(points), image_size=model.input_size[0])
+    with warnings.catch_warnings():  # insightface calls a scikit-image API deprecated in 0.26
+        warnings.simplefilter("ignore", FutureWarning)
+        aligned = norm_crop(bgr, landmark=five_points(points), image_size=model.input_size[0])
     feat = np.asarray(model.get_feat(aligned), dtype=np.float32).ravel()
     return feat / max(float(np.linalg.norm(feat)), 1e-12)

@@ -62,6 +62,7 @@ def decode_image(data: bytes, name: str, cfg: IntakeConfig) -> LoadedImage:
     """Decode, check the size limits, orient and convert to RGB (+ alpha hint)."""
     try:
         with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # PIL warns about damaged metadata; stderr stays one line
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             return _decode(data, name, cfg)
     except BadImageError:
