@@ -12,7 +12,7 @@ from PIL import Image
 from skimage import data
 
 from fitter.config import Config
-from fitter.errors import BadImageError
+from fitter.errors import BadImageError, OutputError
 from fitter.intake import meshpoints as mpi
 from fitter.intake import run_intake, subject
 from fitter.intake.masking import neck_cut_row
@@ -199,3 +199,18 @@ def test_head_pose_recovers_a_known_orbit_camera(azimuth, elevation):
     assert math.isclose(angles["yaw_deg"], -azimuth, abs_tol=0.01)
     assert math.isclose(angles["pitch_deg"], -elevation, abs_tol=0.01)
     assert abs(angles["roll_deg"]) < 0.01
+
+
+def test_unwritable_subject_folder_is_an_output_error(tmp_path):
+    photo = save_png(data.astronaut(), tmp_path / "a.png")
+    (tmp_path / "blocker").write_text("a file where the output folder should go")
+    with pytest.raises(OutputError, match="cannot write"):
+        run_intake(photo, Config(), tmp_path / "blocker" / "subject")
+
+
+def test_a_small_face_in_a_large_wide_photo_is_found(tmp_path):
+    wide = np.full((1500, 4000, 3), 200, np.uint8)
+    wide[900:1412, 300:812] = data.astronaut()
+    record = run_intake(save_png(wide, tmp_path / "wide.png"), Config(), tmp_path / "subject")
+    x0, y0, x1, y1 = record["face"]["box_input"]
+    assert 450 < x0 < x1 < 600 and 950 < y0 < y1 < 1100

@@ -1,7 +1,8 @@
 """Find faces and their 478 refined FaceMesh landmarks, in input-image pixels.
 
 Two passes make detection independent of image size and face size: MediaPipe's face detectors
-(short- and full-range) propose face boxes on the whole image, then FaceMesh runs on a square region
+(short- and full-range) propose face boxes on the whole image (and, when it shows none, on ever
+smaller overlapping tiles, for small faces in large photos); then FaceMesh runs on a square region
 around each box, resampled to a fixed working size (this upscales small faces and shrinks huge ones).
 """
 
@@ -14,6 +15,11 @@ import numpy as np
 
 from fitter.intake.warp import similarity, warp_image
 
+MIN_TILE = 256
+"""Smallest tile the detectors are run on when the whole image shows no face (small faces in
+large photos shrink to a few pixels at the detectors' 128/192 px input)."""
+MAX_TILES = 100
+"""Tile levels with more tiles than this are skipped (bounds the time spent on a face-less photo)."""
 REGION_SIZE = 512
 REGION_FACE_RATIO = 2.2
 """A FaceMesh region's side is this many face-box sides (FaceMesh's own detector needs context)."""
@@ -72,7 +78,31 @@ def _dedupe(boxes: list[tuple], threshold: float) -> list[tuple]:
 
 
 def detect_boxes(rgb: np.ndarray, confidence: float) -> list[tuple[float, float, float, float]]:
-    """Face boxes (x0, y0, x1, y1) in pixels from MediaPipe's short- and full-range detectors."""
+    """Face boxes (x0, y0, x1, y1) in pixels: the whole image first, then ever smaller overlapping
+    square tiles until some face is found."""
+    rgb = np.ascontiguousarray(rgb[:, :, :3], dtype=np.uint8)  # MediaPipe needs contiguous RGB
+    boxes = _boxes_in(rgb, confidence)
+    h, w = rgb.shape[:2]
+    side = min(h, w) // 2 if max(h, w) <= 2 * min(h, w) else min(h, w)
+    while not boxes and side >= MIN_TILE:
+        origins = [(x, y) for y in _starts(h, side) for x in _starts(w, side)]
+        if len(origins) > MAX_TILES:
+            break
+        for x, y in origins:
+            tile = np.ascontiguousarray(rgb[y : y + side, x : x + side])
+            boxes += [(b[0] + x, b[1] + y, b[2] + x, b[3] + y) for b in _boxes_in(tile, confidence)]
+        boxes = _dedupe(boxes, 0.3)
+        side //= 2
+    return boxes
+
+
+def _starts(length: int, side: int) -> list[int]:
+    """Tile origins with half-tile overlap covering [0, length)."""
+    last = max(0, length - side)
+    return sorted({*range(0, last + 1, max(1, side // 2)), last})
+
+
+def _boxes_in(rgb: np.ndarray, confidence: float) -> list[tuple[float, float, float, float]]:
     h, w = rgb.shape[:2]
     boxes = []
     for model in (0, 1):
@@ -100,6 +130,7 @@ def _mesh_in_region(rgb: np.ndarray, centre: np.ndarray, side: float, confidence
 
 def detect_faces(rgb: np.ndarray, confidence: float = 0.5, background: float = 0.5) -> list[Face]:
     """All faces found, largest first (by landmark box)."""
+    rgb = np.ascontiguousarray(rgb[:, :, :3], dtype=np.uint8)
     h, w = rgb.shape[:2]
     boxes = detect_boxes(rgb, confidence)
     regions = [(np.array([(b[0] + b[2]) / 2, (b[1] + b[3]) / 2]), REGION_FACE_RATIO * max(b[2] - b[0], b[3] - b[1])) for b in boxes]
