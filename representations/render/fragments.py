@@ -59,6 +59,12 @@ def pixel_ndc(pixel: Tensor, height: int, width: int, dtype: torch.dtype) -> tup
     return x, y
 
 
+def gather_corners(table: Tensor, corner_index: Tensor) -> Tensor:
+    """(N, 3, C) rows of ``table`` (A, C) at ``corner_index`` (N, 3). (index_select: its backward
+    is an index_add, much cheaper on CPU than advanced indexing's.)"""
+    return table.index_select(0, corner_index.reshape(-1)).view(*corner_index.shape, table.shape[1])
+
+
 def corner_edge_planes(clip: Tensor, faces: Tensor, face: Tensor) -> Tensor:
     """(N, 3, 3) homogeneous 2D edge planes of each fragment's triangle.
 
@@ -66,8 +72,8 @@ def corner_edge_planes(clip: Tensor, faces: Tensor, face: Tensor) -> Tensor:
     (x_ndc, y_ndc, 1) is proportional to the perspective-correct barycentric of corner k
     (2D homogeneous rasterisation), so no division by w is needed until normalising.
     """
-    h = clip[:, [0, 1, 3]][faces[face]]  # (N, 3 corners, 3)
-    return torch.cross(h[:, [1, 2, 0]], h[:, [2, 0, 1]], dim=-1)
+    h = gather_corners(clip, faces.index_select(0, face))[..., [0, 1, 3]]  # (N, 3 corners, 3)
+    return torch.cross(h.roll(-1, dims=1), h.roll(-2, dims=1), dim=-1)
 
 
 def perspective_barycentrics(clip: Tensor, faces: Tensor, face: Tensor, pixel: Tensor, height: int, width: int) -> Tensor:
@@ -87,7 +93,7 @@ def interpolate_packed(attr: Tensor, frags: Fragments, attr_faces: Tensor | None
             ``attr_faces`` (F, 3) (e.g. UVs with seams).
     """
     index = frags.faces if attr_faces is None else attr_faces.to(frags.faces.device).long()
-    corners = attr[index[frags.face]]  # (N, 3, C)
+    corners = gather_corners(attr, index.index_select(0, frags.face))
     return (frags.bary.unsqueeze(-1).to(attr.dtype) * corners).sum(dim=1)
 
 

@@ -38,10 +38,12 @@ def world_to_clip(vertices: Tensor, camera: Camera, near: float = DEFAULT_NEAR, 
 
 def vertex_normals(vertices: Tensor, faces: Tensor) -> Tensor:
     """(V, 3) unit area-weighted vertex normals (counter-clockwise faces point outwards)."""
-    faces = faces.long()
-    corners = vertices[faces]
-    face_normals = torch.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0], dim=1)
-    summed = torch.zeros_like(vertices).index_add(0, faces.reshape(-1), face_normals.repeat_interleave(3, dim=0))
+    corner_index = faces.long().T  # (3, F)
+    a, b, c = (vertices.index_select(0, corner) for corner in corner_index)
+    face_normals = torch.cross(b - a, c - a, dim=1)  # length = twice the area
+    summed = torch.zeros_like(vertices)
+    for corner in corner_index:
+        summed = summed.index_add(0, corner, face_normals)
     return torch.nn.functional.normalize(summed, dim=1, eps=1e-12)
 
 
