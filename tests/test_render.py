@@ -217,3 +217,14 @@ def test_nvdiffrast_and_torch_backends_agree():
     assert iou(ours["mask"] > 0.5, theirs["mask"] > 0.5) >= 0.99
     both = (ours["depth"] > 0) & (theirs["depth"] > 0)
     assert torch.allclose(ours["depth"][both], theirs["depth"][both], atol=1e-3)
+
+
+def test_triangles_crossing_the_camera_plane_are_dropped_without_nans():
+    vertices, faces = sphere(3, radius=2.0)
+    camera = Camera.orbit(0.0, 0.0, 1.5, 60.0, 32)  # the camera sits inside the sphere
+    v = (vertices + torch.tensor([0.0, 0.0, 0.3])).requires_grad_()
+    out = render(v, faces, camera, ("mask", "normal", "depth"))
+    assert (out["depth"][out["depth"] > 0] > camera.position[2] - 2.5).all()
+    sum(o.sum() for o in out.values()).backward()
+    assert torch.isfinite(v.grad).all()
+    assert all(torch.isfinite(o).all() for o in out.values())

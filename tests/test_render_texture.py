@@ -116,3 +116,15 @@ def test_back_projected_views_rerender_a_held_out_view():
     rendered = render(vertices, faces, held_out, ("rgb",), texture=texture, **kwargs)["rgb"]
     foreground = expected["triangle_id"] >= 0
     assert psnr(rendered[foreground], expected["rgb"][foreground]) >= 30.0
+
+
+def test_rgb_gradients_reach_texture_and_vertices():
+    vertices, faces, uv, uv_faces = lat_long_head(16, 24)
+    texture = smooth_texture(32).requires_grad_()
+    v = vertices.clone().requires_grad_()
+    camera = Camera.orbit(30.0, 10.0, 3.5, 35.0, 64)
+    rgb = render(v, faces, camera, ("rgb",), uv=uv, uv_faces=uv_faces, texture=texture, mipmap=False)["rgb"]
+    rgb.sum().backward()
+    seen = texture.grad.abs().sum(dim=-1) > 0
+    assert 0.2 < float(seen.float().mean()) < 0.8  # bilinear: the near side only
+    assert torch.isfinite(v.grad).all() and v.grad.abs().sum() > 0

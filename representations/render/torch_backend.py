@@ -7,7 +7,6 @@ everything differentiable runs in torch on the tensors' device.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -61,17 +60,19 @@ class TorchRasterBackend:
         height, width = frags.height, frags.width
         covered = frags.covered
         mask = covered.to(frags.clip.dtype).view(-1)
-        screen = clip_to_screen(frags.clip, height, width)
         edges, edge_faces = self._adjacency.get(frags.extra["faces_np"])
-        with torch.no_grad():
-            drawn = (frags.extra["clip_np"][:, 3] >= NEAR_W)[frags.extra["faces_np"]].all(axis=1)
-            pairs, pair_edges = silhouette_crossings(screen.detach().cpu().double().numpy(), frags.extra["faces_np"], drawn, edges, edge_faces, covered.cpu().numpy())
+        clip_np, faces_np = frags.extra["clip_np"], frags.extra["faces_np"]
+        drawn = (clip_np[:, 3] >= NEAR_W)[faces_np].all(axis=1)
+        screen_np = clip_to_screen(torch.from_numpy(clip_np), height, width).numpy()  # inf where w = 0: only undrawn faces
+        pairs, pair_edges = silhouette_crossings(screen_np, faces_np, drawn, edges, edge_faces, covered.cpu().numpy())
         if len(pairs) == 0:
             return mask.view(height, width, 1)
         device = frags.clip.device
         pairs = torch.from_numpy(pairs).to(device)
         ends = torch.from_numpy(edges[pair_edges]).to(device)
-        a, b = screen[ends[:, 0]], screen[ends[:, 1]]
+        # only the crossing edges' ends are differentiated, all in front of the camera
+        a = clip_to_screen(frags.clip.index_select(0, ends[:, 0]), height, width)
+        b = clip_to_screen(frags.clip.index_select(0, ends[:, 1]), height, width)
         return self._blend_crossings(mask, covered.view(-1), pairs, a, b, height, width).view(height, width, 1)
 
     @staticmethod
