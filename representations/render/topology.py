@@ -17,14 +17,16 @@ def edge_adjacency(faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         edge_faces: (E, 2) int64 the first two faces using the edge; -1 where the edge is on the
             mesh boundary. (A non-manifold edge keeps only its first two faces.)
     """
-    faces = np.asarray(faces, dtype=np.int64)
+    faces = np.asarray(faces, dtype=np.int64).reshape(-1, 3)
+    if len(faces) == 0:
+        return np.zeros((0, 2), np.int64), np.zeros((0, 2), np.int64)
     corner_edges = faces[:, [[1, 2], [2, 0], [0, 1]]].reshape(-1, 2)
     lo, hi = corner_edges.min(axis=1), corner_edges.max(axis=1)
     key = lo * (int(faces.max(initial=0)) + 1) + hi
     order = np.argsort(key, kind="stable")
     sorted_key = key[order]
     first = np.flatnonzero(np.r_[True, sorted_key[1:] != sorted_key[:-1]])
-    has_second = np.r_[first[1:] - first[:-1], len(key) - first[-1:]] >= 2 if len(first) else np.zeros(0, bool)
+    has_second = np.r_[first[1:] - first[:-1], len(key) - first[-1:]] >= 2
     face_of = order // 3
     edge_faces = np.full((len(first), 2), -1, np.int64)
     edge_faces[:, 0] = face_of[first]
