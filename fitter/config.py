@@ -97,17 +97,73 @@ class InitConfig:
 
 @dataclass
 class GeometryConfig:
+    """DMTet + hash-grid geometry. Loss weights are `lambda_*`; 0 switches a term off.
+
+    Regulariser weights ramp linearly from their value to their `*_end` value over
+    `regulariser_ramp` (start step, end step), as in the seed paper's schedule."""
+
     steps: int = 6000
     lr: float = 0.005
+    betas: tuple[float, float] = (0.9, 0.99)
+    grid_resolution: int = 256
+    narrow_band: Optional[float] = 3.0
+    """Half-width of the narrow band of tets in grid spacings; null for the dense grid."""
+    band_rebuild_every: int = 500
+    bound: float = 1.3
+    """Half side of the fitting box in world units (the head spans about ±0.9, the neck cut -1.15)."""
+    render_size: int = 512
+    init_fit_steps: int = 1000
+    init_fit_lr: float = 0.01
+    hash_levels: int = 16
+    hash_log2_table: int = 19
+    hash_base_res: int = 16
+    hash_finest_res: int = 4096
+    mlp_hidden: int = 64
+    mlp_layers: int = 2
+    backend: str = "auto"
+    """Hash-grid backend: auto | torch | tcnn."""
+    render_backend: str = "auto"
+    """Rasterizer backend: auto | torch | nvdiffrast."""
     lambda_isd: float = 1.0
     """Identity-aware score distillation weight; 0 turns the diffusion prior off."""
+    lambda_mask: float = 100.0
+    lambda_landmarks: float = 100.0
+    lambda_landmark_depth: float = 100.0
+    lambda_symmetry: float = 10.0
+    lambda_prior: float = 10.0
+    lambda_normal_consistency: float = 500.0
+    lambda_normal_consistency_end: float = 10000.0
+    lambda_laplacian: float = 1.0e5
+    lambda_laplacian_end: float = 1.5e5
+    regulariser_ramp: tuple[int, int] = (1000, 1001)
+    lambda_ref_normal: float = 100.0
+    lambda_ref_depth: float = 100.0
+    lambda_ref_depth_pearson: float = 100.0
+    sample_points: int = 4096
+    """Points per step for the symmetry and prior terms."""
+    prior_band: float = 0.1
 
 
 @dataclass
 class TextureConfig:
     resolution: int = 1024
+    """Side of the UV texture in texels."""
     mode: str = "diffusion"
     """`diffusion` (progressive inpainting + refinement) or `projection` (photo projection + fills)."""
+    max_faces: int = 50_000
+    """The mesh is decimated to at most this many faces before the UV unwrap."""
+    uv_padding: int = 4
+    xatlas_timeout_s: float = 300.0
+    min_cosine: float = 0.2
+    """A texel takes photo colour only where its normal faces the reference camera at least this much."""
+    feather: float = 0.25
+    """Cosine range over which photo colour fades into the fill (hides grazing-angle seams)."""
+    depth_tolerance: float = 0.01
+    """Relative depth difference within which a texel counts as seen (not occluded)."""
+    mirror: bool = True
+    """Mirror the seen half of the face onto the hidden half."""
+    hair_anchor_weight: float = 0.05
+    """How strongly the unseen top/back is pulled towards the colour seen above the forehead."""
 
 
 @dataclass
@@ -119,7 +175,13 @@ class FitConfig:
 @dataclass
 class ExportConfig:
     view_size: int = 512
+    """Side of the images in `views/` (white background, same radius and fov for every view)."""
+    view_radius: float = 4.6
+    view_fov_deg: float = 30.0
     turntable_frames: int = 60
+    turntable_size: int = 512
+    turntable_fps: int = 30
+    turntable_elevation_deg: float = 5.0
 
 
 @dataclass
@@ -217,7 +279,33 @@ def validate(cfg: Config) -> None:
     _check(cfg.models.preset in ("real", "tiny-random"), "models.preset", "must be real or tiny-random")
     _check(cfg.reference.source in ("generate", "user", "none"), "reference.source", "must be generate, user or none")
     _check(cfg.fit.texture.mode in ("diffusion", "projection"), "fit.texture.mode", "must be diffusion or projection")
-    _check(cfg.fit.geometry.lambda_isd >= 0, "fit.geometry.lambda_isd", "must be >= 0")
+    g = cfg.fit.geometry
+    _check(g.steps >= 0 and g.init_fit_steps >= 0, "fit.geometry.steps", "and init_fit_steps must be >= 0")
+    _check(g.lr > 0 and g.init_fit_lr > 0, "fit.geometry.lr", "and init_fit_lr must be positive")
+    _check(16 <= g.grid_resolution <= 1024, "fit.geometry.grid_resolution", "must be in [16, 1024]")
+    _check(g.narrow_band is None or g.narrow_band >= 1.0, "fit.geometry.narrow_band", "must be >= 1 grid spacing or null")
+    _check(g.grid_resolution <= 160 or g.narrow_band is not None, "fit.geometry.grid_resolution",
+           "above 160 needs fit.geometry.narrow_band (a dense grid that fine does not fit in memory)")
+    _check(32 <= g.render_size <= 4096, "fit.geometry.render_size", "must be in [32, 4096]")
+    _check(1 <= g.hash_levels <= 32 and 10 <= g.hash_log2_table <= 24, "fit.geometry.hash_levels", "must be in [1, 32] with hash_log2_table in [10, 24]")
+    _check(g.backend in ("auto", "torch", "tcnn"), "fit.geometry.backend", "must be auto, torch or tcnn")
+    _check(g.render_backend in ("auto", "torch", "nvdiffrast"), "fit.geometry.render_backend", "must be auto, torch or nvdiffrast")
+    for name, value in vars(g).items():
+        if name.startswith("lambda_"):
+            _check(value >= 0, f"fit.geometry.{name}", "must be >= 0")
+    _check(0 <= g.regulariser_ramp[0] <= g.regulariser_ramp[1], "fit.geometry.regulariser_ramp", "must be (start, end) with start <= end")
+    t = cfg.fit.texture
+    _check(64 <= t.resolution <= 8192, "fit.texture.resolution", "must be in [64, 8192]")
+    _check(t.max_faces >= 1000, "fit.texture.max_faces", "must be >= 1000")
+    _check(-1.0 <= t.min_cosine < 1.0, "fit.texture.min_cosine", "must be in [-1, 1)")
+    _check(t.feather > 0, "fit.texture.feather", "must be positive")
+    _check(t.depth_tolerance > 0, "fit.texture.depth_tolerance", "must be positive")
+    _check(t.hair_anchor_weight >= 0, "fit.texture.hair_anchor_weight", "must be >= 0")
+    e = cfg.export
+    _check(64 <= e.view_size <= 4096 and e.view_size % 2 == 0, "export.view_size", "must be even and in [64, 4096]")
+    _check(64 <= e.turntable_size <= 4096 and e.turntable_size % 2 == 0, "export.turntable_size", "must be even and in [64, 4096]")
+    _check(e.turntable_frames >= 1 and e.turntable_fps >= 1, "export.turntable_frames", "and turntable_fps must be >= 1")
+    _check(e.view_radius > 1.5 and 5.0 <= e.view_fov_deg <= 120.0, "export.view_radius", "must be > 1.5 with view_fov_deg in [5, 120]")
     _check(cfg.init.kind in ("template", "mesh"), "init.kind", "must be one of template, mesh")
     _check(cfg.init.kind != "mesh" or bool(cfg.init.mesh_path), "init.mesh_path", "is required with init.kind=mesh")
     _check(cfg.run.device in ("auto", "cpu", "cuda"), "run.device", "must be auto, cpu or cuda")

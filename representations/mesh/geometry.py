@@ -47,7 +47,10 @@ def unique_edges(faces: torch.Tensor, return_inverse: bool = False) -> torch.Ten
     With ``return_inverse`` also the (3F,) index of each `half_edges` row into the unique edges.
     """
     sorted_edges = half_edges(faces).sort(dim=1).values
-    edges, inverse = torch.unique(sorted_edges, dim=0, return_inverse=True)
+    # One int64 key per edge: 1-D unique is an order of magnitude faster than unique(dim=0).
+    n = int(faces.max()) + 1 if faces.numel() else 1
+    keys, inverse = torch.unique(sorted_edges[:, 0] * n + sorted_edges[:, 1], return_inverse=True)
+    edges = torch.stack([keys // n, keys % n], dim=1)
     return (edges, inverse) if return_inverse else edges
 
 

@@ -1,0 +1,60 @@
+"""The reference view as the fitting stages use it: camera, mask, landmarks and, when present,
+the reference normal and depth maps, all at one render resolution.
+
+File conventions (written by the intake or by the reference-map step, read here):
+`subject/normal.png` — camera-space unit normals of the reference view in the OpenGL camera frame
+(x right, y up, z towards the viewer), stored as RGB = (n + 1) / 2; black outside the head.
+`subject/depth.png` — 8- or 16-bit grey, larger = farther, meaningful only up to scale and shift
+(the depth losses align them); values outside the mask are ignored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import torch
+from PIL import Image
+
+from fitter.context import RunContext
+from representations.cameras import Camera
+
+
+@dataclass
+class Reference:
+    camera: Camera
+    mask: torch.Tensor  # (H, W, 1) in [0, 1]
+    landmarks: torch.Tensor  # (N, 3) world
+    landmark_pixels: torch.Tensor  # (N, 2) at this resolution
+    landmark_depth: torch.Tensor  # (N,) view-axis depth
+    view_dir: torch.Tensor  # (3,) unit, from the head towards the camera
+    normal: Optional[torch.Tensor] = None  # (H, W, 3) camera-space
+    depth: Optional[torch.Tensor] = None  # (H, W, 1) relative
+
+
+def _read_grey(path, size: int) -> np.ndarray:
+    image = Image.open(path)
+    array = np.asarray(image, dtype=np.float64)
+    if array.ndim == 3:
+        array = array[..., :3].mean(axis=-1)
+    peak = 65535.0 if array.max() > 255 else 255.0
+    return np.array(Image.fromarray((array / peak).astype(np.float32), mode="F").resize((size, size), Image.BILINEAR))
+
+
+def load_reference(ctx: RunContext, size: int) -> Reference:
+    device = ctx.device
+    subject = ctx.subject_dir
+    camera = Camera.from_dict(ctx.read_json("subject/camera.json")).resized(size)
+    mask = torch.from_numpy(_read_grey(subject / "mask.png", size)).to(device, torch.float32)[..., None]
+    world = np.asarray(ctx.read_json("subject/landmarks.json")["world"], dtype=np.float64)
+    pixels, depth = camera.project(world)
+    view_dir = camera.position / np.linalg.norm(camera.position)
+    normal = depth_map = None
+    if (subject / "normal.png").is_file():
+        rgb = np.asarray(Image.open(subject / "normal.png").convert("RGB").resize((size, size), Image.BILINEAR), dtype=np.float32) / 255.0
+        normal = torch.nn.functional.normalize(torch.from_numpy(rgb * 2.0 - 1.0), dim=-1).to(device)
+    if (subject / "depth.png").is_file():
+        depth_map = torch.from_numpy(_read_grey(subject / "depth.png", size)).to(device, torch.float32)[..., None]
+    as_t = lambda a: torch.as_tensor(a, dtype=torch.float32, device=device)  # noqa: E731
+    return Reference(camera, mask, as_t(world), as_t(pixels), as_t(depth), as_t(view_dir), normal, depth_map)

@@ -1,0 +1,176 @@
+"""Stage `geometry`: DMTet whose SDF and deformation come from a hash-grid MLP.
+
+Phase 1 fits the SDF to the init (`init/`); phase 2 (`steps`) sculpts it with the reference-view
+losses (mask, landmarks, reference normal/depth when `subject/normal.png` / `depth.png` exist),
+a left-right symmetry prior for the unseen side, a prior towards the init where nothing else
+decides, and mesh regularisers. Writes `geometry/mesh.ply`, `geometry/geometry.json` and the
+checkpoint `geometry/sculpt.pt`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+
+from fitter import atomic
+from fitter.checkpoint import TrainState, load_checkpoint
+from fitter.config import GeometryConfig
+from fitter.context import RunContext
+from fitter.errors import UserError
+from fitter.geometry_losses import (
+    loss_landmarks_depth,
+    loss_landmarks_on_surface,
+    loss_mask,
+    loss_prior,
+    loss_reference_depth_mse,
+    loss_reference_depth_pearson,
+    loss_reference_normal,
+    loss_symmetry,
+)
+from fitter.loop import TrainLoop
+from fitter.reference import Reference, load_reference
+from fitter.stages.init import read_init, template_of
+from representations.dmtet import DMTet, DMTetConfig, mesh_signed_distance
+from representations.hashgrid import HashGridConfig
+from representations.mesh import Mesh, edge_face_pairs, keep_largest_component, loss_laplacian, loss_normal_consistency, save_ply
+from representations.render import Rasterizer
+
+log = logging.getLogger("headfit")
+
+
+def build_dmtet(cfg: GeometryConfig, seed: int, device: torch.device) -> DMTet:
+    hashgrid = HashGridConfig(levels=cfg.hash_levels, log2_table=cfg.hash_log2_table, base_res=cfg.hash_base_res,
+                              finest_res=cfg.hash_finest_res, hidden=cfg.mlp_hidden, layers=cfg.mlp_layers)
+    config = DMTetConfig(resolution=cfg.grid_resolution, bound=cfg.bound, band=cfg.narrow_band, hashgrid=hashgrid,
+                         backend=cfg.backend, seed=seed)
+    return DMTet(config).to(device)
+
+
+def init_target(info: dict, init_mesh: Mesh) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The init's SDF as a callable (analytic for the template, from the mesh otherwise)."""
+    template = template_of(info)
+    if template is not None:
+        return template.sdf
+    tm = init_mesh.to_trimesh()
+
+    def mesh_sdf(points: torch.Tensor) -> torch.Tensor:
+        values = mesh_signed_distance(tm, points.detach().cpu().double().numpy())
+        return torch.as_tensor(values, dtype=points.dtype, device=points.device)
+
+    return mesh_sdf
+
+
+def ramp(start_value: float, end_value: float, step: int, span: tuple[int, int]) -> float:
+    a, b = span
+    t = 1.0 if step >= b else 0.0 if step < a or b == a else (step - a) / (b - a)
+    return start_value + (end_value - start_value) * t
+
+
+@dataclass
+class Sculptor:
+    """One optimisation step of the sculpt phase (the `StepFn` of the training loop)."""
+
+    cfg: GeometryConfig
+    dmtet: DMTet
+    ref: Reference
+    prior: Callable[[torch.Tensor], torch.Tensor]
+    init_points: torch.Tensor
+    rng: np.random.Generator
+    rasterizer: Rasterizer
+
+    def __call__(self, step: int) -> dict[str, torch.Tensor]:
+        cfg, ref = self.cfg, self.ref
+        verts, faces = self.dmtet.get_mesh()
+        passes = ["mask", "depth"] + (["normal_cam"] if ref.normal is not None else [])
+        out = self.rasterizer.render(verts, faces, ref.camera, passes)
+        terms: dict[str, tuple[float, Callable[[], torch.Tensor]]] = {
+            "loss_mask": (cfg.lambda_mask, lambda: loss_mask(out["mask"], ref.mask)),
+            "loss_landmarks": (cfg.lambda_landmarks, lambda: loss_landmarks_on_surface(self.dmtet.sdf, ref.landmarks)),
+            "loss_landmark_depth": (cfg.lambda_landmark_depth,
+                                    lambda: loss_landmarks_depth(out["depth"], out["mask"], ref.landmark_pixels, ref.landmark_depth)),
+            "loss_symmetry": (cfg.lambda_symmetry, lambda: loss_symmetry(self.dmtet.sdf, self._near_surface(verts), ref.view_dir)),
+            "loss_prior": (cfg.lambda_prior, lambda: loss_prior(self.dmtet.sdf, self.prior, self._near_init(), cfg.prior_band)),
+            "loss_normal_consistency": (ramp(cfg.lambda_normal_consistency, cfg.lambda_normal_consistency_end, step, cfg.regulariser_ramp),
+                                        lambda: loss_normal_consistency(verts, faces, edge_face_pairs(faces))),
+            "loss_laplacian": (ramp(cfg.lambda_laplacian, cfg.lambda_laplacian_end, step, cfg.regulariser_ramp),
+                               lambda: loss_laplacian(verts, faces)),
+        }
+        if ref.normal is not None:
+            terms["loss_ref_normal"] = (cfg.lambda_ref_normal, lambda: loss_reference_normal(out["normal_cam"], ref.normal, ref.mask))
+        if ref.depth is not None:
+            terms["loss_ref_depth"] = (cfg.lambda_ref_depth, lambda: loss_reference_depth_mse(out["depth"], ref.depth, ref.mask))
+            terms["loss_ref_depth_pearson"] = (cfg.lambda_ref_depth_pearson,
+                                               lambda: loss_reference_depth_pearson(out["depth"], ref.depth, ref.mask))
+        return {name: weight * fn() for name, (weight, fn) in terms.items() if weight > 0}
+
+    def _near_surface(self, verts: torch.Tensor) -> torch.Tensor:
+        n = self.cfg.sample_points
+        idx = torch.from_numpy(self.rng.integers(0, verts.shape[0], n)).to(verts.device)
+        noise = torch.from_numpy(self.rng.normal(scale=0.03, size=(n, 3))).to(verts)
+        return verts.detach()[idx] + noise
+
+    def _near_init(self) -> torch.Tensor:
+        n = self.cfg.sample_points
+        idx = torch.from_numpy(self.rng.integers(0, self.init_points.shape[0], n)).to(self.init_points.device)
+        noise = torch.from_numpy(self.rng.normal(scale=self.cfg.prior_band, size=(n, 3))).to(self.init_points)
+        return self.init_points[idx] + noise
+
+
+def band_state(dmtet: DMTet) -> tuple[Optional[Callable[[], dict]], Optional[Callable[[dict], None]]]:
+    """Checkpoint hooks for the narrow band (its tets must match the saved field exactly)."""
+    if not dmtet.config.band:
+        return None, None
+
+    def get() -> dict:
+        grid = dmtet.grid if dmtet.grid is not None else dmtet.rebuild_band()
+        return {"band_verts": grid.verts.cpu(), "band_tets": grid.tets.cpu(), "band_res": grid.resolution}
+
+    def put(extra: dict) -> None:
+        from representations.dmtet import TetGrid
+
+        dmtet.grid = TetGrid(extra["band_verts"].to(dmtet.device), extra["band_tets"].to(dmtet.device), int(extra["band_res"]), dmtet.config.bound)
+
+    return get, put
+
+
+def run(ctx: RunContext) -> None:
+    cfg = ctx.cfg.fit.geometry
+    if cfg.lambda_isd > 0:
+        raise UserError("fit.geometry.lambda_isd > 0 needs identity-aware score distillation, which this build does not have yet; set fit.geometry.lambda_isd=0")
+    out = ctx.stage_dir("geometry")
+    seed = ctx.cfg.run.seed
+    torch.manual_seed(seed)
+    ref = load_reference(ctx, cfg.render_size)
+    info, init_mesh = read_init(ctx)
+    dmtet = build_dmtet(cfg, seed, ctx.device)
+    resuming = ctx.resume and load_checkpoint(out / "sculpt.pt") is not None
+    fit_error = None if resuming else dmtet.fit_sdf(init_target(info, init_mesh), steps=cfg.init_fit_steps, lr=cfg.init_fit_lr)
+    if fit_error is not None:
+        log.info("geometry: SDF fitted to the init (mean |error| %.4f)", fit_error)
+    optimizer = torch.optim.Adam(dmtet.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
+    get_extra, set_extra = band_state(dmtet)
+    state = TrainState({"dmtet": dmtet}, {"adam": optimizer}, np.random.default_rng(seed), get_extra, set_extra)
+    sculptor = Sculptor(cfg, dmtet, ref, init_target(info, init_mesh), init_mesh.verts.to(ctx.device), state.rng,
+                        Rasterizer(cfg.render_backend))
+    rebuild = None
+    if cfg.narrow_band:
+        def rebuild(step: int) -> None:
+            if step > 0 and step % cfg.band_rebuild_every == 0:
+                dmtet.rebuild_band()
+    TrainLoop(ctx, "geometry", "sculpt", state, cfg.steps, sculptor, before_step=rebuild).run()
+    mesh = final_mesh(dmtet)
+    save_ply(mesh, out / "mesh.ply")
+    summary = {"vertices": mesh.num_verts, "faces": mesh.num_faces, "init_fit_error": fit_error,
+               "final_losses": {k: v[-1][1] for k, v in state.history.items() if v}}
+    atomic.write_json(out / "geometry.json", summary)
+    log.info("geometry: %d faces", mesh.num_faces)
+
+
+def final_mesh(dmtet: DMTet) -> Mesh:
+    with torch.no_grad():
+        verts, faces = dmtet.get_mesh()
+    return keep_largest_component(Mesh(verts.detach().float().cpu(), faces.cpu()))

@@ -1,0 +1,112 @@
+"""Stage `texture`: UVs and a texture for the fitted geometry.
+
+Reads `geometry/mesh.ply` and `subject/` (photo, mask, camera, landmarks); writes
+`texture/head.obj` (+ `.mtl`, `.png`) and `texture/texture.json` (coverage numbers).
+Mode `projection`: the photo projected where it is seen, the face mirrored onto its hidden half, a
+smooth fill over the surface for the rest, dilation across UV seams.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+from PIL import Image
+
+from fitter import atomic
+from fitter.config import TextureConfig
+from fitter.context import RunContext
+from fitter.errors import UserError
+from fitter.template_head import FOREHEAD
+from fitter.texture_projection import (
+    dilate_into_gutters,
+    harmonic_fill,
+    project_photo,
+    texels_from_vertices,
+    vertex_colours_from_texels,
+)
+from representations.cameras import Camera
+from representations.mesh import Mesh, UnwrapOptions, UVUnwrapError, read_mesh, save_obj, unwrap_uv
+from representations.render.texel import texel_surface
+
+log = logging.getLogger("headfit")
+
+
+def run(ctx: RunContext) -> None:
+    cfg = ctx.cfg.fit.texture
+    if cfg.mode != "projection":
+        raise UserError(f"fit.texture.mode={cfg.mode} is not available in this build; use fit.texture.mode=projection")
+    mesh = unwrap(read_mesh(ctx.out / "geometry" / "mesh.ply"), cfg)
+    subject = load_subject_images(ctx)
+    texture, stats = projection_texture(mesh, subject, cfg, ctx.cfg.run.seed)
+    out = ctx.stage_dir("texture")
+    save_obj(mesh.replace(texture=texture), out / "head.obj")
+    atomic.write_json(out / "texture.json", stats)
+    log.info("texture: %dx%d, %.1f%% photo, %.1f%% mirrored", cfg.resolution, cfg.resolution, 100 * stats["direct_fraction"], 100 * stats["mirrored_fraction"])
+
+
+def unwrap(mesh: Mesh, cfg: TextureConfig) -> Mesh:
+    options = UnwrapOptions(resolution=cfg.resolution, padding=cfg.uv_padding, max_faces=cfg.max_faces, timeout_s=cfg.xatlas_timeout_s)
+    try:
+        return unwrap_uv(mesh, options)
+    except UVUnwrapError as exc:
+        raise UserError(f"UV unwrap failed: {exc}; try a different fit.texture.max_faces") from None
+
+
+def load_subject_images(ctx: RunContext) -> dict:
+    subject = ctx.subject_dir
+    image = np.asarray(Image.open(subject / "image.png").convert("RGB"), dtype=np.float32) / 255.0
+    mask = np.asarray(Image.open(subject / "mask.png").convert("L"), dtype=np.float32) / 255.0
+    camera = Camera.from_dict(ctx.read_json("subject/camera.json"))
+    landmarks = ctx.read_json("subject/landmarks.json")
+    return {
+        "image": torch.from_numpy(image),
+        "mask": torch.from_numpy(mask),
+        "camera": camera.resized(image.shape[1], image.shape[0]),
+        "landmarks_px": np.asarray(landmarks["landmarks"], dtype=np.float64)[:, :2] * (image.shape[0] / landmarks.get("crop_size", image.shape[0])),
+        "landmarks_world": np.asarray(landmarks["world"], dtype=np.float64),
+    }
+
+
+def projection_texture(mesh: Mesh, subject: dict, cfg: TextureConfig, seed: int) -> tuple[torch.Tensor, dict]:
+    surface = texel_surface(mesh.verts.float(), mesh.faces, mesh.uv.float(), mesh.uv_faces, cfg.resolution)
+    colour, direct, mirrored = project_photo(
+        subject["image"], subject["mask"], subject["camera"], surface,
+        min_cosine=cfg.min_cosine, feather=cfg.feather, depth_tolerance=cfg.depth_tolerance, mirror=cfg.mirror,
+    )
+    known = (direct + mirrored).clamp(0.0, 1.0)
+    vertex_colours, known_v = vertex_colours_from_texels(mesh, colour, known > 0.5)
+    anchor, weights = hair_anchor(mesh, subject, cfg.hair_anchor_weight)
+    filled_v = harmonic_fill(mesh, vertex_colours, known_v, anchor, weights)
+    fill = texels_from_vertices(surface, mesh, filled_v)
+    texture = colour * known[..., None] + fill * (1.0 - known[..., None])
+    texture = dilate_into_gutters(texture.clamp(0.0, 1.0), surface.valid)
+    valid = surface.valid.float()
+    stats = {
+        "resolution": cfg.resolution,
+        "faces": mesh.num_faces,
+        "direct_fraction": float((direct > 0.5).float().mul(valid).sum() / valid.sum()),
+        "mirrored_fraction": float((mirrored > 0.5).float().mul(valid).sum() / valid.sum()),
+        "hair_colour": None if anchor is None else [float(c) for c in anchor],
+    }
+    return texture.float(), stats
+
+
+def hair_anchor(mesh: Mesh, subject: dict, weight: float) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The colour seen above the forehead (hair, or skin when bald) and per-vertex pull weights that
+    grow over the top and the back of the head, where the photo says nothing."""
+    if weight <= 0:
+        return None, None
+    image, mask = subject["image"].numpy(), subject["mask"].numpy()
+    top = subject["landmarks_px"][:, 1].min()
+    rows = np.arange(image.shape[0])[:, None] < top - 0.02 * image.shape[0]
+    region = (mask > 0.5) & rows
+    if region.sum() < 50:
+        return None, None
+    anchor = np.median(image[region], axis=0)
+    verts = mesh.verts.detach().cpu().numpy()
+    brow_y = subject["landmarks_world"][FOREHEAD, 1]
+    above = np.clip((verts[:, 1] - brow_y) / 0.3, 0.0, 1.0)
+    behind = np.clip((-0.1 - verts[:, 2]) / 0.4, 0.0, 1.0)
+    return anchor, weight * np.maximum(above, behind)
