@@ -55,9 +55,9 @@ class TemplateHead:
         scale = points.new_tensor(self.scale)
         local = (points - points.new_tensor(self.offset)) / scale
         d = _ellipsoid(local, self.cranium)
-        d = _smooth_min(d, _ellipsoid(local, self.face), self.blend)
-        d = _smooth_min(d, _ellipsoid(local, self.nose), 0.5 * self.blend)
-        d = _smooth_min(d, _capsule(local, self.neck_top, self.neck_bottom, self.neck_radius), self.blend)
+        d = smooth_min(d, _ellipsoid(local, self.face), self.blend)
+        d = smooth_min(d, _ellipsoid(local, self.nose), 0.5 * self.blend)
+        d = smooth_min(d, _capsule(local, self.neck_top, self.neck_bottom, self.neck_radius), self.blend)
         d = torch.maximum(d, self.neck_cut_y - local[..., 1])
         return d * min(self.scale)
 
@@ -75,7 +75,7 @@ def _capsule(p: torch.Tensor, a: tuple, b: tuple, radius: float) -> torch.Tensor
     return (p - (a_t + t[..., None] * ab)).norm(dim=-1) - radius
 
 
-def _smooth_min(a: torch.Tensor, b: torch.Tensor, k: float) -> torch.Tensor:
+def smooth_min(a: torch.Tensor, b: torch.Tensor, k: float) -> torch.Tensor:
     h = (0.5 + 0.5 * (b - a) / k).clamp(0.0, 1.0)
     return torch.lerp(b, a, h) - k * h * (1.0 - h)
 

@@ -58,6 +58,20 @@ def project_photo(image: Tensor, mask: Tensor, camera: Camera, surface: TexelSur
     return colour, direct, mirrored
 
 
+def smoothed_normals(mesh: Mesh, iterations: int = 4) -> Tensor:
+    """Vertex normals (V, 3) averaged over 1-ring neighbours: the fitted surface carries small bumps
+    whose normals would make texels flicker in and out of the cosine test."""
+    from representations.mesh import vertex_normals
+
+    normals = vertex_normals(mesh.verts.float(), mesh.faces)
+    edges = unique_edges(mesh.faces)
+    both = torch.cat([edges, edges.flip(1)])
+    for _ in range(iterations):
+        summed = normals.clone().index_add_(0, both[:, 0], normals[both[:, 1]])
+        normals = torch.nn.functional.normalize(summed, dim=1)
+    return normals
+
+
 def vertex_colours_from_texels(mesh: Mesh, texture: Tensor, known: Tensor) -> tuple[np.ndarray, np.ndarray]:
     """Per-vertex colours (V, 3) read at each vertex's UV corners where the texels are known (V,)."""
     t = texture.shape[0]

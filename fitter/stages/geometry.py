@@ -33,8 +33,8 @@ from fitter.geometry_losses import (
 )
 from fitter.loop import TrainLoop
 from fitter.reference import Reference, load_reference
-from fitter.stages.init import read_init, template_of
-from representations.dmtet import DMTet, DMTetConfig, mesh_signed_distance
+from fitter.stages.init import read_init
+from representations.dmtet import DMTet, DMTetConfig
 from representations.hashgrid import HashGridConfig
 from representations.mesh import Mesh, edge_face_pairs, keep_largest_component, loss_laplacian, loss_normal_consistency, save_ply
 from representations.render import Rasterizer
@@ -48,20 +48,6 @@ def build_dmtet(cfg: GeometryConfig, seed: int, device: torch.device) -> DMTet:
     config = DMTetConfig(resolution=cfg.grid_resolution, bound=cfg.bound, band=cfg.narrow_band, hashgrid=hashgrid,
                          backend=cfg.backend, seed=seed)
     return DMTet(config).to(device)
-
-
-def init_target(info: dict, init_mesh: Mesh) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The init's SDF as a callable (analytic for the template, from the mesh otherwise)."""
-    template = template_of(info)
-    if template is not None:
-        return template.sdf
-    tm = init_mesh.to_trimesh()
-
-    def mesh_sdf(points: torch.Tensor) -> torch.Tensor:
-        values = mesh_signed_distance(tm, points.detach().cpu().double().numpy())
-        return torch.as_tensor(values, dtype=points.dtype, device=points.device)
-
-    return mesh_sdf
 
 
 def ramp(start_value: float, end_value: float, step: int, span: tuple[int, int]) -> float:
@@ -145,16 +131,16 @@ def run(ctx: RunContext) -> None:
     seed = ctx.cfg.run.seed
     torch.manual_seed(seed)
     ref = load_reference(ctx, cfg.render_size)
-    info, init_mesh = read_init(ctx)
+    _, init_sdf, init_mesh = read_init(ctx)
     dmtet = build_dmtet(cfg, seed, ctx.device)
     resuming = ctx.resume and load_checkpoint(out / "sculpt.pt") is not None
-    fit_error = None if resuming else dmtet.fit_sdf(init_target(info, init_mesh), steps=cfg.init_fit_steps, lr=cfg.init_fit_lr)
+    fit_error = None if resuming else dmtet.fit_sdf(init_sdf, steps=cfg.init_fit_steps, lr=cfg.init_fit_lr)
     if fit_error is not None:
         log.info("geometry: SDF fitted to the init (mean |error| %.4f)", fit_error)
     optimizer = torch.optim.Adam(dmtet.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
     get_extra, set_extra = band_state(dmtet)
     state = TrainState({"dmtet": dmtet}, {"adam": optimizer}, np.random.default_rng(seed), get_extra, set_extra)
-    sculptor = Sculptor(cfg, dmtet, ref, init_target(info, init_mesh), init_mesh.verts.to(ctx.device), state.rng,
+    sculptor = Sculptor(cfg, dmtet, ref, init_sdf, init_mesh.verts.to(ctx.device), state.rng,
                         Rasterizer(cfg.render_backend))
     rebuild = None
     if cfg.narrow_band:

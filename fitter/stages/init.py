@@ -1,9 +1,11 @@
 """Stage `init`: a starting head in the world frame.
 
-Writes `init/init.json` (what the start is) and `init/mesh.ply` (its surface). Kinds:
-`template` — the analytic head SDF of `fitter/template_head.py`, scaled to the subject's 3D
-landmarks; `mesh` — a user OBJ/PLY/GLB turned into our axes (`init.up_axis`, `init.front_axis`),
-centred and scaled to the template's size.
+Writes `init/init.json` (what the start is), `init/sdf.npz` (its signed distance field on a grid,
+closed at the box; the geometry stage fits to it and keeps it as a prior) and `init/mesh.ply` (its
+surface). Kinds: `template` — the analytic head of `fitter/template_head.py` scaled to the
+subject's 3D landmarks, united with the inflated reference silhouette above the chin (hair volume);
+`mesh` — a user OBJ/PLY/GLB turned into our axes (`init.up_axis`, `init.front_axis`), centred and
+scaled to the template's size.
 """
 
 from __future__ import annotations
@@ -14,19 +16,25 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from skimage.measure import marching_cubes
 
 from fitter import atomic
 from fitter.context import RunContext
 from fitter.errors import UserError
-from fitter.template_head import TemplateHead, fit_to_landmarks
-from representations.mesh import Mesh, MeshFormatError, keep_largest_component, load_mesh, save_ply
+from fitter.sdf_grid import GridSDF
+from fitter.silhouette import SilhouetteVolume
+from fitter.template_head import CHIN, TemplateHead, fit_to_landmarks, smooth_min
+from representations.cameras import Camera
+from representations.mesh import Mesh, MeshFormatError, keep_largest_component, load_mesh, read_mesh, save_ply
 
 log = logging.getLogger("headfit")
 
 GRID_HALF_EXTENT = 1.3
-"""Half side of the cube (world units) that holds the head; the geometry stage uses the same box."""
-
+"""Half side of the cube (world units) that holds the head; the same as fit.geometry.bound's default."""
+SDF_RESOLUTION = 128
+MESH_SDF_RESOLUTION = 80
+SILHOUETTE_SIZE = 256
 TARGET_HALF_HEIGHT = 0.9
 """A user mesh is scaled so its largest coordinate magnitude (after centring) is this."""
 
@@ -34,34 +42,53 @@ TARGET_HALF_HEIGHT = 0.9
 def run(ctx: RunContext) -> None:
     out = ctx.stage_dir("init")
     kind = ctx.cfg.init.kind
+    bound = ctx.cfg.fit.geometry.bound
     if kind == "template":
-        landmarks = np.asarray(ctx.read_json("subject/landmarks.json")["world"], dtype=np.float64)
-        head = fit_to_landmarks(landmarks)
-        mesh = sdf_to_mesh(head.sdf, resolution=128)
-        info = {"kind": "template", "template": head.to_dict()}
+        head = fit_to_landmarks(np.asarray(ctx.read_json("subject/landmarks.json")["world"], dtype=np.float64))
+        hair = silhouette_volume(ctx)
+        sdf = GridSDF.from_function(lambda p: smooth_min(head.sdf(p), hair(p), 0.05), SDF_RESOLUTION, bound)
+        info = {"kind": "template", "template": head.to_dict(), "silhouette": True}
     elif kind == "mesh":
         mesh = user_mesh(Path(ctx.cfg.init.mesh_path), ctx.cfg.init.up_axis, ctx.cfg.init.front_axis)
+        sdf = GridSDF.from_function(_mesh_sdf(mesh), MESH_SDF_RESOLUTION, bound)
         info = {"kind": "mesh", "source": str(ctx.cfg.init.mesh_path)}
     else:  # validated by the config; a new kind must be added here
         raise UserError(f"init.kind={kind} is not available")
-    info.update({"grid_half_extent": GRID_HALF_EXTENT, "num_verts": mesh.num_verts, "num_faces": mesh.num_faces})
-    save_ply(mesh, out / "mesh.ply")
+    sdf = sdf.closed()
+    surface = grid_to_mesh(sdf)
+    info.update({"bound": bound, "sdf_resolution": sdf.resolution, "num_verts": surface.num_verts, "num_faces": surface.num_faces})
+    sdf.save(out / "sdf.npz")
+    save_ply(surface, out / "mesh.ply")
     atomic.write_json(out / "init.json", info)
-    log.info("init: %s head with %d faces", kind, mesh.num_faces)
+    log.info("init: %s head with %d faces", kind, surface.num_faces)
 
 
-def sdf_to_mesh(sdf, resolution: int = 128, half_extent: float = GRID_HALF_EXTENT) -> Mesh:
-    """Marching cubes of an SDF callable (points (N, 3) -> (N,)) on a cube grid; outward faces."""
-    axis = torch.linspace(-half_extent, half_extent, resolution, dtype=torch.float64)
-    grid = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), dim=-1)
-    with torch.no_grad():
-        values = torch.cat([sdf(chunk) for chunk in grid.reshape(-1, 3).split(1 << 18)]).reshape(resolution, resolution, resolution)
-    values[[0, -1], :, :] = values[:, [0, -1], :] = values[:, :, [0, -1]] = 1.0  # close the surface at the box
-    spacing = 2 * half_extent / (resolution - 1)
-    verts, faces, _, _ = marching_cubes(values.numpy(), level=0.0, spacing=(spacing,) * 3)
-    verts = verts - half_extent
-    mesh = Mesh(torch.as_tensor(verts.copy(), dtype=torch.float32), torch.as_tensor(faces.copy(), dtype=torch.long))
+def silhouette_volume(ctx: RunContext) -> SilhouetteVolume:
+    mask = Image.open(ctx.subject_dir / "mask.png").convert("L").resize((SILHOUETTE_SIZE, SILHOUETTE_SIZE), Image.BILINEAR)
+    camera = Camera.from_dict(ctx.read_json("subject/camera.json")).resized(SILHOUETTE_SIZE)
+    landmarks = ctx.read_json("subject/landmarks.json")
+    chin_row = landmarks["landmarks"][CHIN][1] * SILHOUETTE_SIZE / landmarks["crop_size"]
+    return SilhouetteVolume(np.asarray(mask, dtype=np.float32) / 255.0, camera, chin_row)
+
+
+def grid_to_mesh(sdf: GridSDF) -> Mesh:
+    """Marching cubes of a grid SDF (negative inside); outward faces, largest component."""
+    n = sdf.resolution
+    spacing = 2 * sdf.bound / (n - 1)
+    verts, faces, _, _ = marching_cubes(sdf.values.numpy(), level=0.0, spacing=(spacing,) * 3)
+    mesh = Mesh(torch.as_tensor(verts.copy() - sdf.bound, dtype=torch.float32), torch.as_tensor(faces.copy(), dtype=torch.long))
     return keep_largest_component(mesh)
+
+
+def _mesh_sdf(mesh: Mesh):
+    from representations.dmtet import mesh_signed_distance
+
+    tm = mesh.to_trimesh()
+
+    def sdf(points: torch.Tensor) -> torch.Tensor:
+        return torch.as_tensor(mesh_signed_distance(tm, points.double().numpy()), dtype=torch.float32)
+
+    return sdf
 
 
 def user_mesh(path: Path, up_axis: str, front_axis: str) -> Mesh:
@@ -79,12 +106,11 @@ def user_mesh(path: Path, up_axis: str, front_axis: str) -> Mesh:
     return Mesh(((verts - centre) * scale).float(), mesh.faces)
 
 
-def read_init(ctx: RunContext) -> tuple[dict, Mesh]:
-    """What the init stage wrote: its info dict and its mesh."""
-    from representations.mesh import read_mesh
-
-    info = json.loads((ctx.out / "init" / "init.json").read_text())
-    return info, read_mesh(ctx.out / "init" / "mesh.ply")
+def read_init(ctx: RunContext) -> tuple[dict, GridSDF, Mesh]:
+    """What the init stage wrote: its info, its SDF and its surface."""
+    folder = ctx.out / "init"
+    info = json.loads((folder / "init.json").read_text())
+    return info, GridSDF.load(folder / "sdf.npz"), read_mesh(folder / "mesh.ply")
 
 
 def template_of(info: dict) -> TemplateHead | None:

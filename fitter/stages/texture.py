@@ -23,6 +23,7 @@ from fitter.texture_projection import (
     dilate_into_gutters,
     harmonic_fill,
     project_photo,
+    smoothed_normals,
     texels_from_vertices,
     vertex_colours_from_texels,
 )
@@ -70,7 +71,8 @@ def load_subject_images(ctx: RunContext) -> dict:
 
 
 def projection_texture(mesh: Mesh, subject: dict, cfg: TextureConfig, seed: int) -> tuple[torch.Tensor, dict]:
-    surface = texel_surface(mesh.verts.float(), mesh.faces, mesh.uv.float(), mesh.uv_faces, cfg.resolution)
+    surface = texel_surface(mesh.verts.float(), mesh.faces, mesh.uv.float(), mesh.uv_faces, cfg.resolution,
+                            normals=smoothed_normals(mesh))
     colour, direct, mirrored = project_photo(
         subject["image"], subject["mask"], subject["camera"], surface,
         min_cosine=cfg.min_cosine, feather=cfg.feather, depth_tolerance=cfg.depth_tolerance, mirror=cfg.mirror,
