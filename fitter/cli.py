@@ -75,7 +75,7 @@ def missing_models_message(cfg_path: Path, cfg: Config) -> Optional[str]:
 def cmd_check_models(argv: Sequence[str]) -> int:
     from fitter.requirements import check_models
 
-    args = check_models_parser().parse_args(argv)
+    args = check_models_parser().parse_intermixed_args(argv)
     cfg = load_config(args.config, args.overrides)
     locations = check_models(cfg)
     if not locations:
@@ -101,7 +101,7 @@ def check_output_dir(out: Path) -> None:
 def cmd_fit(argv: Sequence[str]) -> int:
     from fitter.pipeline import Pipeline
 
-    args = fit_parser().parse_args(argv)
+    args = fit_parser().parse_intermixed_args(argv)
     cfg = load_config(args.config, args.overrides)
     message = missing_models_message(args.config, cfg)
     if message:
