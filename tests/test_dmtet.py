@@ -166,6 +166,11 @@ def test_band_without_a_surface_fails_clearly():
         model.get_mesh()
 
 
+def test_large_dense_grid_is_refused():
+    with pytest.raises(ValueError, match="band"):
+        DMTet(DMTetConfig(resolution=512, hashgrid=SMALL_FIELD))
+
+
 def test_mesh_signed_distance_is_negative_inside():
     sphere = trimesh.creation.icosphere(3, radius=0.6)
     points = np.random.default_rng(0).uniform(-1, 1, (4000, 3))

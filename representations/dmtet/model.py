@@ -7,12 +7,16 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from ..hashgrid import HashGridConfig, HashGridMLP
 from .band import band_grid, eval_chunked
 from .fit import Target, make_sampler
 from .grid import TetGrid, dense_grid
 from .marching import crossed_tets, marching_tets
+
+MAX_DENSE_RESOLUTION = 192
+"""Dense grids above this (6·R³ tets) cost gigabytes; use the narrow band instead."""
 
 NEAR_SURFACE = 0.1
 """Fit error is measured on samples whose target |sdf| is below this fraction of ``bound``."""
@@ -43,6 +47,8 @@ class DMTet(nn.Module):
 
     def __init__(self, config: DMTetConfig = DMTetConfig()):
         super().__init__()
+        if config.band is None and config.resolution > MAX_DENSE_RESOLUTION:
+            raise ValueError(f"dense resolution {config.resolution} > {MAX_DENSE_RESOLUTION}: set DMTetConfig.band")
         self.config = config
         box = dataclasses.replace(config.hashgrid, bbox_min=(-config.bound,) * 3, bbox_max=(config.bound,) * 3)
         self.field = HashGridMLP(4, box, backend=config.backend, seed=config.seed)
@@ -73,17 +79,37 @@ class DMTet(nn.Module):
         self.grid = band_grid(self.sdf, cfg.resolution, cfg.bound, cfg.band, cfg.band_coarse_res, cfg.max_band_cubes, self.device)
         return self.grid
 
+    def _grid_on_device(self) -> TetGrid:
+        if self.grid is None:
+            self.rebuild_band()
+        if self.grid.verts.device != self.device:
+            g = self.grid
+            self.grid = TetGrid(g.verts.to(self.device), g.tets.to(self.device), g.resolution, g.bound)
+        return self.grid
+
+    def _sdf_and_deform_checkpointed(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``sdf_and_deform`` in chunks whose activations are recomputed in backward.
+
+        Saving the hash-grid activations of millions of band vertices would take several GB.
+        """
+        chunk = self.config.chunk
+        if points.shape[0] <= chunk or not torch.is_grad_enabled():
+            return self.sdf_and_deform(points)
+        parts = [checkpoint(self.sdf_and_deform, points[i : i + chunk], use_reentrant=False)
+                 for i in range(0, points.shape[0], chunk)]
+        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
     def get_mesh(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Marching-tets surface: verts (M, 3) float (differentiable w.r.t. the field), faces (F, 3) int64.
 
         Occupancy comes from one no-grad pass over all grid vertices; the field is then re-run with
         autograd only on the vertices of crossed tets, which are the only ones the mesh depends on.
         """
-        grid = self.grid if self.grid is not None else self.rebuild_band()
-        verts, tets = grid.verts.to(self.device), grid.tets.to(self.device)
+        grid = self._grid_on_device()
+        verts, tets = grid.verts, grid.tets
         sdf_all = eval_chunked(self.sdf, verts, self.config.chunk)
         used, local = torch.unique(crossed_tets(sdf_all, tets), return_inverse=True)
-        sdf_used, offsets = self.sdf_and_deform(verts[used])
+        sdf_used, offsets = self._sdf_and_deform_checkpointed(verts[used])
         # Values of the no-grad pass (so the signs agree bit for bit), gradients of this pass.
         sdf_used = sdf_all[used] + (sdf_used - sdf_used.detach())
         return marching_tets(verts[used] + offsets, sdf_used, local.view(-1, 4))
@@ -106,6 +132,7 @@ class DMTet(nn.Module):
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
+        optimiser.zero_grad(set_to_none=True)  # leave no fitting gradients behind for the caller
         points, values = (t.to(self.device) for t in sample(batch))
         near = values.abs() < NEAR_SURFACE * self.config.bound
         with torch.no_grad():

@@ -17,7 +17,7 @@ class _GatherBlend(torch.autograd.Function):
     @staticmethod
     def forward(ctx, table: torch.Tensor, idx: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         n, levels, corners = idx.shape
-        feats = table.index_select(0, idx.reshape(-1)).view(n, levels, corners, -1)
+        feats = table.index_select(0, idx.reshape(-1)).view(n, levels, corners, table.shape[1])
         ctx.save_for_backward(table, idx, weights)
         return (feats * weights[..., None]).sum(2)
 
@@ -29,7 +29,7 @@ class _GatherBlend(torch.autograd.Function):
             contrib = (grad_out[:, :, None, :] * weights[..., None]).reshape(-1, table.shape[1])
             grad_table = torch.zeros_like(table).index_add_(0, idx.reshape(-1), contrib)
         if ctx.needs_input_grad[2]:
-            feats = table.index_select(0, idx.reshape(-1)).view(*idx.shape, -1)
+            feats = table.index_select(0, idx.reshape(-1)).view(*idx.shape, table.shape[1])
             grad_weights = (feats * grad_out[:, :, None, :]).sum(-1)
         return grad_table, None, grad_weights
 
@@ -88,4 +88,4 @@ def hash_encode(x01: torch.Tensor, table: torch.Tensor, layout: LevelLayout) -> 
     offsets = torch.tensor(layout.offsets[:-1], device=dev).view(1, levels, 1, 1, 1)
     idx = (idx % sizes + offsets).view(n, levels, 8)
     weights = _trilinear_weights(frac).view(n, levels, 8).to(table.dtype)
-    return _GatherBlend.apply(table, idx, weights).reshape(n, -1)
+    return _GatherBlend.apply(table, idx, weights).reshape(n, levels * table.shape[1])
