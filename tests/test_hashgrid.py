@@ -139,4 +139,5 @@ def test_tcnn_matches_torch_on_cuda():
     # Points sitting exactly on a cell boundary may round differently; compare robustly.
     close = (out_t - out_c).abs().amax(1) < 1e-4
     assert close.float().mean() > 0.999
-    torch.testing.assert_close(tcnn_enc.params.grad, torch_enc.params.grad, atol=1e-2, rtol=1e-3)
+    diff = (tcnn_enc.params.grad - torch_enc.params.grad).norm() / torch_enc.params.grad.norm()
+    assert diff < 1e-3
