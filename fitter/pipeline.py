@@ -17,9 +17,12 @@ import time
 from pathlib import Path
 from typing import Optional
 
+import torch
+
 from fitter import atomic
 from fitter.config import STAGES, Config, as_dict, to_yaml
 from fitter.context import RunContext, resolve_device
+from fitter.errors import StopRequested
 
 log = logging.getLogger("headfit")
 
@@ -93,6 +96,7 @@ class Pipeline:
         ctx = RunContext(self.cfg, self.out, resolve_device(self.cfg.run.device), resume=self.resume)
         ctx.tensorboard = self._tensorboard()
         hashes = stage_hashes(self.cfg, str(subject.get("input_sha256", "")))
+        torch.use_deterministic_algorithms(self.cfg.run.deterministic, warn_only=True)
         ctx.stop.install()
         try:
             for stage in STAGES[1:]:
@@ -102,6 +106,8 @@ class Pipeline:
                     self._run_stage(ctx, stage, hashes[stage])
                 if stage == self.stop_after:
                     break
+                if ctx.stop.requested:  # asked during the stage's last step: stop before the next
+                    raise StopRequested(f"stopped after {stage}")
         finally:
             ctx.stop.uninstall()
             if ctx.tensorboard is not None:

@@ -198,3 +198,16 @@ def test_fit_is_deterministic_for_a_seed():
     assert errors[0] == errors[1]
     for a, b in zip(models[0].parameters(), models[1].parameters()):
         assert torch.equal(a, b)
+
+
+def test_surface_closes_at_the_box_when_the_shape_runs_out_of_it():
+    """A shape larger than the box (here a sphere cut by the box) still gives a closed mesh."""
+    small = HashGridConfig(levels=4, log2_table=12, base_res=4, finest_res=32, hidden=32, layers=1)
+    model = DMTet(DMTetConfig(resolution=24, bound=1.0, hashgrid=small, seed=0))
+    model.fit_sdf(sphere_sdf(1.2), steps=80)
+    with torch.no_grad():
+        verts, faces = model.get_mesh()
+    mesh = trimesh.Trimesh(verts.numpy(), faces.numpy(), process=False)
+    mesh.merge_vertices()
+    assert mesh.is_watertight and mesh.volume > 0
+    assert float(verts.abs().max()) <= 1.0

@@ -107,12 +107,18 @@ class DMTet(nn.Module):
         """
         grid = self._grid_on_device()
         verts, tets = grid.verts, grid.tets
-        sdf_all = eval_chunked(self.sdf, verts, self.config.chunk)
+        sdf_all = self._closed_at_box(verts, eval_chunked(self.sdf, verts, self.config.chunk))
         used, local = torch.unique(crossed_tets(sdf_all, tets), return_inverse=True)
         sdf_used, offsets = self._sdf_and_deform_checkpointed(verts[used])
         # Values of the no-grad pass (so the signs agree bit for bit), gradients of this pass.
         sdf_used = sdf_all[used] + (sdf_used - sdf_used.detach())
         return marching_tets(verts[used] + offsets, sdf_used, local.view(-1, 4))
+
+    def _closed_at_box(self, verts: torch.Tensor, sdf: torch.Tensor) -> torch.Tensor:
+        """Grid vertices on the box's faces count as outside, so the surface is always closed, even
+        where the shape would run out of the box (e.g. a neck pulled down by the reference mask)."""
+        on_box = (verts.abs() >= self.config.bound - 0.25 * self.spacing).any(dim=1)
+        return torch.where(on_box, sdf.clamp_min(0.5 * self.spacing), sdf)
 
     def fit_sdf(
         self, target: Target, steps: int = 300, lr: float = 1e-2, batch: int = 2**14, pool_size: int = 200_000,
