@@ -95,3 +95,19 @@ def test_checkpoint_loads_without_pickled_code(tmp_path):
     TrainLoop(ctx_for(tmp_path, every=4), "texture", "refine", state, 8, step_fn).run()
     saved = torch.load(tmp_path / "texture" / "refine.pt", weights_only=True)
     assert saved["step"] == 8 and "loss_fit" in saved["history"]
+
+
+def test_tensorboard_scalars_when_enabled(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    model, state, step_fn = make_problem()
+    ctx = ctx_for(tmp_path)
+    ctx.tensorboard = SummaryWriter(log_dir=str(tmp_path / "tb"))
+    TrainLoop(ctx, "geometry", "fit", state, 6, step_fn).run()
+    ctx.tensorboard.close()
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "tb"))
+    events.Reload()
+    assert "geometry/fit/loss_fit" in events.Tags()["scalars"]
+    assert len(events.Scalars("geometry/fit/loss_fit")) == 6

@@ -143,3 +143,28 @@ def test_user_mesh_init(tmp_path):
     assert fit(out, "--stop-after", "init", "init.kind=mesh", f"init.mesh_path={path}", "init.up_axis=+z", "init.front_axis=-y") == 0
     mesh = read_mesh(out / "init" / "mesh.ply")
     assert abs(float(mesh.verts.abs().max()) - 0.9) < 0.03  # within a grid spacing of the init SDF
+
+
+def test_reference_normal_and_depth_maps_are_used(tmp_path):
+    """With subject/normal.png and depth.png present, the geometry stage adds their loss terms."""
+    import torch
+
+    from representations.cameras import Camera
+    from representations.render import render
+
+    out = tmp_path / "run"
+    assert fit(out, "--stop-after", "init") == 0
+    init = read_mesh(out / "init" / "mesh.ply")
+    camera = Camera.from_dict(json.loads((out / "subject" / "camera.json").read_text())).resized(256)
+    passes = render(init.verts, init.faces, camera, ("mask", "normal_cam", "depth"), backend="torch")
+    mask = passes["mask"][..., 0].numpy() > 0.5
+    normal = ((passes["normal_cam"].numpy() + 1) / 2 * 255 * mask[..., None]).round().astype(np.uint8)
+    depth = passes["depth"][..., 0].numpy()
+    scaled = np.where(mask, (depth - depth[mask].min()) / np.ptp(depth[mask]) * 60000 + 1000, 0).astype(np.uint16)
+    Image.fromarray(normal).save(out / "subject" / "normal.png")
+    Image.fromarray(scaled).save(out / "subject" / "depth.png")
+    assert fit(out, "--stop-after", "geometry") == 0
+    final = json.loads((out / "geometry" / "geometry.json").read_text())["final_losses"]
+    assert {"loss_ref_normal", "loss_ref_depth", "loss_ref_depth_pearson"} <= set(final)
+    assert all(np.isfinite(final[k]) for k in final)
+    assert torch.is_tensor(passes["depth"])
