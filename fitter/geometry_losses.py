@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from representations.render.texel import sample_image
+
 SdfFn = Callable[[Tensor], Tensor]
 
 
@@ -20,14 +22,6 @@ def loss_mask(rendered: Tensor, target: Tensor) -> Tensor:
 def loss_landmarks_on_surface(sdf: SdfFn, landmarks: Tensor) -> Tensor:
     """The 3D landmarks (N, 3) lie on the surface: mean squared SDF there."""
     return sdf(landmarks).square().mean()
-
-
-def sample_image(image: Tensor, pixels: Tensor) -> Tensor:
-    """Bilinear samples (N, C) of an (H, W, C) image at pixel coordinates (N, 2) (x right, y down)."""
-    h, w = image.shape[:2]
-    grid = torch.stack([pixels[:, 0] / w * 2 - 1, pixels[:, 1] / h * 2 - 1], dim=-1).to(image.dtype)
-    out = F.grid_sample(image.permute(2, 0, 1)[None], grid[None, None], mode="bilinear", align_corners=False)
-    return out[0, :, 0].T
 
 
 def loss_landmarks_depth(depth: Tensor, coverage: Tensor, pixels: Tensor, target_depth: Tensor) -> Tensor:
