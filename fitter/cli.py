@@ -12,11 +12,12 @@ import traceback
 from pathlib import Path
 from typing import NoReturn, Optional, Sequence
 
+from fitter.capabilities import unavailable
 from fitter.config import DEFAULT_CONFIG, REPO_ROOT, STAGES, Config, load_config
 from fitter.errors import MissingModelError, OutputError, StopRequested, UserError
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USER, EXIT_STOPPED = 0, 1, 2, 130
-SUBCOMMANDS = ("check-models",)
+SUBCOMMANDS = ("check-models", "eval")
 PREVIEW_HINT = "python run.py --image PHOTO --config configs/preview.yaml"
 
 log = logging.getLogger("headfit")
@@ -57,6 +58,33 @@ def check_models_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     p.add_argument("overrides", nargs="*", metavar="key.path=value")
     return p
+
+
+def eval_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="run.py eval", description="Evaluate finished runs: identity, CLIP-I and LPIPS over the five evaluation "
+                "views, PSNR/SSIM at the reference view. Writes RUN_DIR/eval.json and eval_summary.csv/.md.")
+    p.add_argument("items", nargs="+", metavar="RUN_DIR|key.path=value", help="run folders, then optional config overrides (e.g. models.clip=DIR)")
+    p.add_argument("--config", type=Path, default=None, help="config for the metric models (default: each run's config.yaml)")
+    p.add_argument("--out", type=Path, default=None, help="folder for eval_summary.csv/.md (default: the first run's parent)")
+    return p
+
+
+def cmd_eval(argv: Sequence[str]) -> int:
+    from fitter.evaluate import evaluate_run, write_summary
+
+    args = eval_parser().parse_intermixed_args(argv)
+    overrides = [item for item in args.items if "=" in item]
+    runs = [Path(item) for item in args.items if "=" not in item]
+    if not runs:
+        raise UsageError("eval needs at least one RUN_DIR")
+    configs = [load_config(args.config or run / "config.yaml", overrides) for run in runs]
+    results = [evaluate_run(run, cfg) for run, cfg in zip(runs, configs)]
+    out = args.out if args.out is not None else runs[0].resolve().parent
+    check_output_dir(out)
+    csv_path, md_path = write_summary(results, out)
+    print(md_path.read_text(), end="")
+    print(f"wrote {csv_path} and {md_path}")
+    return EXIT_OK
 
 
 def missing_models_message(cfg_path: Path, cfg: Config) -> Optional[str]:
@@ -106,6 +134,10 @@ def cmd_fit(argv: Sequence[str]) -> int:
     message = missing_models_message(args.config, cfg)
     if message:
         raise MissingModelError(message)
+    lacking = unavailable(cfg)
+    if lacking:
+        raise UserError(f"{args.config} asks for what this build does not have yet: {'; '.join(lacking)}. "
+                        f"The offline preview runs everything that exists: {PREVIEW_HINT}")
     out = args.out if args.out is not None else REPO_ROOT / "outputs" / args.image.stem
     check_output_dir(out)
     Pipeline(cfg, image=args.image, out=out, resume=args.resume, stop_after=args.stop_after, prompt=args.prompt).run()
@@ -120,12 +152,34 @@ def _os_error_as_user_error(exc: OSError) -> Optional[UserError]:
     return None
 
 
+MEMORY_KNOBS = ("fit.geometry.render_size", "fit.geometry.grid_resolution", "fit.geometry.narrow_band",
+                "fit.geometry.hash_log2_table", "fit.geometry.sample_points", "fit.texture.resolution", "export.view_size")
+
+
+def torch_out_of_memory() -> type[BaseException]:
+    """torch's out-of-memory error class, imported only once torch is already loaded."""
+    torch = sys.modules.get("torch")
+    return getattr(torch, "OutOfMemoryError", _NeverRaised) if torch is not None else _NeverRaised
+
+
+class _NeverRaised(Exception):
+    pass
+
+
+def out_of_memory_message(exc: BaseException) -> str:
+    first = (str(exc).strip().splitlines() or ["out of memory"])[0][:160]
+    return ("the GPU ran out of memory (" + first + "). Lower these config values (run with --resume to keep "
+            "finished stages): " + ", ".join(MEMORY_KNOBS) + "; or use run.device=cpu")
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s", stream=sys.stderr)
     try:
         if argv and argv[0] == "check-models":
             return cmd_check_models(argv[1:])
+        if argv and argv[0] == "eval":
+            return cmd_eval(argv[1:])
         return cmd_fit(argv)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -133,6 +187,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (StopRequested, KeyboardInterrupt):
         print("stopped: checkpoint saved; rerun the same command with --resume to continue", file=sys.stderr)
         return EXIT_STOPPED
+    except torch_out_of_memory() as exc:
+        print(f"error: {out_of_memory_message(exc)}", file=sys.stderr)
+        return EXIT_USER
     except OSError as exc:
         user = _os_error_as_user_error(exc)
         if user is not None:

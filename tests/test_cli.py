@@ -168,3 +168,11 @@ def test_bad_inputs_exit_2_one_line_nothing_written(tmp_path, capsys, kind):
     assert code == 2, err
     assert len(error_lines(err)) == 1 and "Traceback" not in err
     assert not (tmp_path / "out").exists()
+
+
+def test_features_not_in_this_build_are_refused_before_any_work(tmp_path, capsys):
+    out = tmp_path / "out"
+    code, _, err = run_cli(["--image", str(EXAMPLE), "--out", str(out), "models.preset=tiny-random"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "fit.geometry.lambda_isd=0" in err and "fit.texture.mode=projection" in err and "reference.source=none" in err
+    assert not out.exists()

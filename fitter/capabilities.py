@@ -1,0 +1,20 @@
+"""Settings that ask for a part of the fit this build does not have yet.
+
+Checked before any work starts, so a run never spends minutes in the intake and init to fail at the
+geometry stage. Each entry names the setting and the value that avoids it.
+"""
+
+from __future__ import annotations
+
+from fitter.config import Config
+
+
+def unavailable(cfg: Config) -> list[str]:
+    missing = []
+    if cfg.fit.geometry.lambda_isd > 0:
+        missing.append("identity-aware score distillation (set fit.geometry.lambda_isd=0)")
+    if cfg.fit.texture.mode == "diffusion":
+        missing.append("diffusion texturing (set fit.texture.mode=projection)")
+    if cfg.reference.source in ("generate", "user"):
+        missing.append(f"reference normal/depth source '{cfg.reference.source}' (set reference.source=none)")
+    return missing
