@@ -1,0 +1,87 @@
+"""IP-Adapter-FaceID: read the weight file, attach it to a UNet, set its scale.
+
+Layout (the one h94/IP-Adapter-FaceID ships): ``image_proj`` holds the identity projection
+``proj.0`` (512 → hidden), GELU, ``proj.2`` (hidden → tokens·D) and ``norm`` (LayerNorm over D);
+``ip_adapter`` holds ``{k}.to_k_ip.weight`` / ``{k}.to_v_ip.weight`` for each cross-attention layer
+(k = 1, 3, 5, … in the UNet's processor order). A ``.safetensors`` file stores them flat as
+``image_proj.<name>`` / ``ip_adapter.<name>``; a pickle (``.bin``) nests the two dicts and is read
+only with ``allow_pickle`` (and then with ``torch.load(weights_only=True)``).
+The portrait model maps a 512-d ArcFace embedding to 16 tokens of 768 (SD1.5's cross-attention
+width); diffusers turns it into an `IPAdapterFaceIDImageProjection` and `IPAdapterAttnProcessor2_0`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from fitter.errors import MissingModelError
+from guidance.models.loading import PICKLE_SUFFIXES
+
+PARTS = ("image_proj", "ip_adapter")
+
+
+def split_flat(flat: dict[str, Tensor]) -> dict[str, dict[str, Tensor]]:
+    """``{'image_proj.proj.0.weight': …}`` → ``{'image_proj': {'proj.0.weight': …}, 'ip_adapter': {…}}``."""
+    nested: dict[str, dict[str, Tensor]] = {part: {} for part in PARTS}
+    for key, value in flat.items():
+        part, _, name = key.partition(".")
+        if part in nested:
+            nested[part][name] = value
+    return nested
+
+
+def flatten(nested: dict[str, dict[str, Tensor]]) -> dict[str, Tensor]:
+    return {f"{part}.{name}": value.contiguous() for part in PARTS for name, value in nested[part].items()}
+
+
+def read_ip_adapter(path: str | Path, allow_pickle: bool = False) -> dict[str, dict[str, Tensor]]:
+    """The two state dicts of an IP-Adapter weight file (see module docstring)."""
+    path = Path(path)
+    if path.suffix in PICKLE_SUFFIXES:
+        if not allow_pickle:
+            raise MissingModelError(f"refusing pickle IP-Adapter weights {path} (a pickle can run code): use the .safetensors file or set models.allow_pickle=true")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        nested = {part: dict(state.get(part, {})) for part in PARTS}
+    elif path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        nested = split_flat(load_file(str(path)))
+    else:
+        raise MissingModelError(f"unknown IP-Adapter weight type {path.name} (expected .safetensors)")
+    if not nested["image_proj"] or not nested["ip_adapter"]:
+        raise MissingModelError(f"{path} is not an IP-Adapter weight file (no image_proj/ip_adapter weights)")
+    return nested
+
+
+def attach_ip_adapter(unet: torch.nn.Module, state: dict[str, dict[str, Tensor]], scale: float = 1.0) -> None:
+    """Install the identity projection and IP attention processors into ``unet`` (in place)."""
+    tokens_dim = state["image_proj"]["norm.weight"].shape[0]
+    if tokens_dim != unet.config.cross_attention_dim:
+        raise MissingModelError(f"IP-Adapter tokens are {tokens_dim}-d but the UNet's cross-attention is {unet.config.cross_attention_dim}-d: wrong IP-Adapter for this base model")
+    unet._load_ip_adapter_weights([state], low_cpu_mem_usage=False)
+    unet.requires_grad_(False)
+    set_ip_scale(unet, scale)
+
+
+def set_ip_scale(unet: torch.nn.Module, scale: float) -> None:
+    """Identity-token strength of every IP attention processor (0 skips the identity branch)."""
+    for processor in unet.attn_processors.values():
+        if hasattr(processor, "to_k_ip"):
+            processor.scale = [float(scale)] * len(processor.scale)
+
+
+def has_ip_adapter(unet: torch.nn.Module) -> bool:
+    return getattr(unet.config, "encoder_hid_dim_type", None) == "ip_image_proj"
+
+
+def num_identity_tokens(unet: torch.nn.Module) -> int:
+    """Tokens per identity embedding (16 for the portrait model)."""
+    return int(unet.encoder_hid_proj.image_projection_layers[0].num_tokens)
+
+
+def identity_embedding_dim(unet: torch.nn.Module) -> int:
+    """Width of the identity embedding the projection expects (512 for ArcFace)."""
+    return int(unet.encoder_hid_proj.image_projection_layers[0].ff.net[0].proj.in_features)
