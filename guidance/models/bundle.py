@@ -13,7 +13,7 @@ from guidance.models import loading
 from guidance.models.ip_adapter import attach_ip_adapter, read_ip_adapter
 from guidance.models.sources import LoadOptions, default_dtype, hub_offline, missing, model_spec, resolve
 from guidance.models.tiny import effective_models_config
-from guidance.registry import locate
+from guidance.registry import _looks_like_hub_id, locate
 
 CONTROLNET_FIELDS = {"landmarks": "controlnet_landmarks", "normal": "controlnet_normal", "canny": "controlnet_canny"}
 
@@ -80,7 +80,7 @@ def ip_adapter_file(models: ModelsConfig) -> Path:
     location = locate(spec, models.cache_dir)
     if location.found is not None:
         return location.found / models.ip_adapter_weight
-    if spec.source and "/" in spec.source and not hub_offline():
+    if spec.source and _looks_like_hub_id(spec.source) and not hub_offline():
         from huggingface_hub import hf_hub_download
 
         try:

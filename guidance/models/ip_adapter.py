@@ -44,7 +44,8 @@ def read_ip_adapter(path: str | Path, allow_pickle: bool = False) -> dict[str, d
         if not allow_pickle:
             raise MissingModelError(f"refusing pickle IP-Adapter weights {path} (a pickle can run code): use the .safetensors file or set models.allow_pickle=true")
         state = torch.load(path, map_location="cpu", weights_only=True)
-        nested = {part: dict(state.get(part, {})) for part in PARTS}
+        state = state if isinstance(state, dict) else {}
+        nested = {part: dict(state.get(part) or {}) for part in PARTS}
     elif path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
