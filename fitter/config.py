@@ -74,6 +74,13 @@ class ModelsConfig:
     """ArcFace ONNX file (e.g. insightface buffalo_l `w600k_r50.onnx`); identity tokens need it."""
     face_parsing: Optional[str] = None
     """Face-parsing segmentation model (hub id or folder) for the foreground mask."""
+    clip: Optional[str] = None
+    """CLIP model (transformers layout; hub id or folder) for the CLIP-I metric of `run.py eval`."""
+    lpips: Optional[str] = None
+    """LPIPS (AlexNet) weight file for `run.py eval`: torchvision `features.N.*` plus LPIPS `linK.model.1.weight`."""
+    panohead: Optional[str] = None
+    """PanoHead generator for init.kind=gan_inversion: the official network pickle (read without running
+    its code) or its safetensors conversion (`python run.py convert-panohead CKPT.pkl OUT.safetensors`)."""
 
 
 @dataclass
@@ -87,12 +94,40 @@ class ReferenceConfig:
 
 
 @dataclass
+class GanInversionConfig:
+    """PanoHead inversion (init.kind=gan_inversion; see fitter/init_gan.py). Defaults: the paper's."""
+
+    projection_steps: int = 500
+    projection_lr: float = 0.1
+    lr_rampup: float = 0.05
+    lr_rampdown: float = 0.25
+    w_reg: float = 1.0
+    """Weight of ‖w − w_avg‖² during W-projection."""
+    mse_weight: float = 0.1
+    tuning_steps: int = 500
+    tuning_lr: float = 3.0e-4
+    w_avg_samples: int = 10000
+    neural_rendering_resolution: int = 64
+    lpips_weights: Optional[str] = None
+    """LPIPS VGG16 weight file (see guidance/panohead/perceptual.py); unset: a structure-loss fallback."""
+    mesh_resolution: int = 512
+    mesh_level: float = 20.0
+    """Marching-cubes level of the raw density σ."""
+    sdf_resolution: int = 128
+    normal_views: int = 40
+    normal_pitch: float = -5.0
+    normal_fov: float = 25.0
+    normal_size: int = 512
+
+
+@dataclass
 class InitConfig:
     kind: str = "template"
-    """`template` | `mesh` (later: `gan_inversion`, `multiview`)."""
+    """`template` | `mesh` | `gan_inversion` (later: `multiview`)."""
     mesh_path: Optional[str] = None
     up_axis: str = "+y"
     front_axis: str = "+z"
+    gan: GanInversionConfig = field(default_factory=GanInversionConfig)
 
 
 @dataclass
@@ -162,7 +197,9 @@ class TextureConfig:
     """Relative depth difference within which a texel counts as seen (not occluded)."""
     mirror: bool = True
     """Mirror the seen half of the face onto the hidden half."""
-    hair_anchor_weight: float = 0.05
+    hair_from_photo: bool = True
+    """Texture the back of the head with the hair the photo shows at the top and sides (front-back mirror)."""
+    hair_anchor_weight: float = 0.5
     """How strongly the unseen top/back is pulled towards the colour seen above the forehead."""
 
 
@@ -182,6 +219,8 @@ class ExportConfig:
     turntable_size: int = 512
     turntable_fps: int = 30
     turntable_elevation_deg: float = 5.0
+    report: bool = True
+    """Write `report.html` (viewer, turntable, views, loss curves, metrics, config) at the end of the run."""
 
 
 @dataclass
@@ -284,6 +323,11 @@ def validate(cfg: Config) -> None:
     _check(cfg.fit.texture.mode in ("diffusion", "projection"), "fit.texture.mode", "must be diffusion or projection")
     g = cfg.fit.geometry
     _check(g.steps >= 0 and g.init_fit_steps >= 0, "fit.geometry.steps", "and init_fit_steps must be >= 0")
+    _check(all(0.0 <= b < 1.0 for b in g.betas), "fit.geometry.betas", "must be in [0, 1)")
+    _check(g.bound > 0 and g.prior_band > 0, "fit.geometry.bound", "and prior_band must be positive")
+    _check(g.band_rebuild_every >= 1 and g.sample_points >= 1, "fit.geometry.band_rebuild_every", "and sample_points must be >= 1")
+    _check(g.mlp_hidden >= 1 and g.mlp_layers >= 1, "fit.geometry.mlp_hidden", "and mlp_layers must be >= 1")
+    _check(1 <= g.hash_base_res <= g.hash_finest_res, "fit.geometry.hash_base_res", "must be in [1, hash_finest_res]")
     _check(g.lr > 0 and g.init_fit_lr > 0, "fit.geometry.lr", "and init_fit_lr must be positive")
     _check(16 <= g.grid_resolution <= 1024, "fit.geometry.grid_resolution", "must be in [16, 1024]")
     _check(g.narrow_band is None or g.narrow_band >= 1.0, "fit.geometry.narrow_band", "must be >= 1 grid spacing or null")
@@ -303,17 +347,44 @@ def validate(cfg: Config) -> None:
     _check(-1.0 <= t.min_cosine < 1.0, "fit.texture.min_cosine", "must be in [-1, 1)")
     _check(t.feather > 0, "fit.texture.feather", "must be positive")
     _check(t.depth_tolerance > 0, "fit.texture.depth_tolerance", "must be positive")
+    _check(t.uv_padding >= 0 and t.xatlas_timeout_s > 0, "fit.texture.uv_padding", "must be >= 0 with xatlas_timeout_s positive")
     _check(t.hair_anchor_weight >= 0, "fit.texture.hair_anchor_weight", "must be >= 0")
     e = cfg.export
     _check(64 <= e.view_size <= 4096 and e.view_size % 2 == 0, "export.view_size", "must be even and in [64, 4096]")
     _check(64 <= e.turntable_size <= 4096 and e.turntable_size % 2 == 0, "export.turntable_size", "must be even and in [64, 4096]")
     _check(e.turntable_frames >= 1 and e.turntable_fps >= 1, "export.turntable_frames", "and turntable_fps must be >= 1")
     _check(e.view_radius > 1.5 and 5.0 <= e.view_fov_deg <= 120.0, "export.view_radius", "must be > 1.5 with view_fov_deg in [5, 120]")
-    _check(cfg.init.kind in ("template", "mesh"), "init.kind", "must be one of template, mesh")
+    _check(-89.0 <= e.turntable_elevation_deg <= 89.0, "export.turntable_elevation_deg", "must be in [-89, 89]")
+    _check(cfg.reference.source != "user" or bool(cfg.reference.normal_path or cfg.reference.depth_path),
+           "reference.source", "user needs reference.normal_path or reference.depth_path")
+    _check(cfg.init.kind in ("template", "mesh", "gan_inversion"), "init.kind", "must be one of template, mesh, gan_inversion")
+    _check_axes(cfg.init)
     _check(cfg.init.kind != "mesh" or bool(cfg.init.mesh_path), "init.mesh_path", "is required with init.kind=mesh")
+    _check_gan(cfg.init.gan)
     _check(cfg.run.device in ("auto", "cpu", "cuda"), "run.device", "must be auto, cpu or cuda")
     _check(cfg.run.checkpoint_every > 0, "run.checkpoint_every", "must be positive")
     _check(cfg.run.max_nan_rollbacks >= 0, "run.max_nan_rollbacks", "must be >= 0")
+
+
+def _check_axes(init: InitConfig) -> None:
+    from representations.mesh.axes import axis_vector
+
+    try:
+        up, front = axis_vector(init.up_axis), axis_vector(init.front_axis)
+    except ValueError as exc:
+        raise ConfigError(f"bad config: init.up_axis/front_axis: {exc}") from None
+    _check(abs(float(up @ front)) < 0.5, "init.front_axis", "must be perpendicular to init.up_axis")
+
+
+def _check_gan(gan: GanInversionConfig) -> None:
+    _check(gan.projection_steps >= 0 and gan.tuning_steps >= 0, "init.gan.projection_steps", "and tuning_steps must be >= 0")
+    _check(gan.projection_lr > 0 and gan.tuning_lr > 0, "init.gan.projection_lr", "and tuning_lr must be positive")
+    _check(0 <= gan.lr_rampup < 1 and 0 <= gan.lr_rampdown <= 1, "init.gan.lr_rampup", "and lr_rampdown must be fractions of the steps")
+    _check(gan.w_reg >= 0 and gan.mse_weight >= 0 and gan.w_avg_samples >= 1, "init.gan.w_reg", "and mse_weight must be >= 0, w_avg_samples >= 1")
+    _check(8 <= gan.neural_rendering_resolution <= 512, "init.gan.neural_rendering_resolution", "must be in [8, 512]")
+    _check(16 <= gan.mesh_resolution <= 1024 and 16 <= gan.sdf_resolution <= 512, "init.gan.mesh_resolution", "must be in [16, 1024] (sdf_resolution in [16, 512])")
+    _check(gan.normal_views >= 1 and 32 <= gan.normal_size <= 4096, "init.gan.normal_views", "must be >= 1 with normal_size in [32, 4096]")
+    _check(5.0 <= gan.normal_fov <= 120.0 and -89.0 <= gan.normal_pitch <= 89.0, "init.gan.normal_fov", "must be in [5, 120] with normal_pitch in [-89, 89]")
 
 
 def to_yaml(cfg: Config) -> str:

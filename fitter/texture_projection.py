@@ -6,8 +6,6 @@ Texel tensors are (T, T, ...) with row 0 = v 1 (see representations/mesh/core.py
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 from scipy import ndimage, sparse
@@ -20,14 +18,9 @@ from representations.mesh import Mesh, unique_edges
 from representations.render.texel import TexelSurface, back_project
 
 MIRROR = (-1.0, 1.0, 1.0)
-
-
-@dataclass
-class ProjectionResult:
-    texture: Tensor  # (T, T, 3) in [0, 1], every texel filled
-    direct: Tensor  # (T, T) confidence of the direct projection in [0, 1]
-    mirrored: Tensor  # (T, T) confidence of the mirrored projection
-    valid: Tensor  # (T, T) bool, texels inside a UV chart
+"""Left-right: across the head's symmetry plane x = 0."""
+FRONT_BACK = (1.0, 1.0, -1.0)
+"""Front-back: across the coronal plane z = 0."""
 
 
 def _ramp(cosine: Tensor, start: float, width: float) -> Tensor:
@@ -36,26 +29,39 @@ def _ramp(cosine: Tensor, start: float, width: float) -> Tensor:
     return x * x * (3.0 - 2.0 * x)
 
 
-def mirrored_surface(surface: TexelSurface) -> TexelSurface:
-    """The texels' mirror images across the head's symmetry plane x = 0."""
-    flip = surface.position.new_tensor(MIRROR)
-    return TexelSurface(surface.position * flip, surface.normal * flip, surface.valid, surface.vertices, surface.faces)
+def reflected_surface(surface: TexelSurface, flip: tuple[float, float, float], keep: Tensor | None = None) -> TexelSurface:
+    """The texels' mirror images (positions and normals scaled by ``flip``), optionally only ``keep`` (T, T)."""
+    scale = surface.position.new_tensor(flip)
+    valid = surface.valid if keep is None else surface.valid & keep
+    return TexelSurface(surface.position * scale, surface.normal * scale, valid, surface.vertices, surface.faces)
 
 
 def project_photo(image: Tensor, mask: Tensor, camera: Camera, surface: TexelSurface, *, min_cosine: float, feather: float,
-                  depth_tolerance: float, mirror: bool) -> tuple[Tensor, Tensor, Tensor]:
-    """Colours (T, T, 3) and confidences (T, T) of the direct and mirrored projections."""
-    colour_d, cos_d = back_project(image, camera, surface, mask, min_cosine=min_cosine, depth_tolerance=depth_tolerance)
-    direct = _ramp(cos_d, min_cosine, feather) * (cos_d > 0)
-    colour = colour_d
-    mirrored = torch.zeros_like(direct)
+                  depth_tolerance: float, mirror: bool, hair_mask: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+    """Blend of the photo's projections onto the texels, in order of trust.
+
+    Sources: `direct` (where the photo sees the surface); `mirrored` (the left-right mirror image
+    is seen: the hidden half of the face); `hair` (for texels on the back half, the front-back
+    mirror image is seen on hair pixels of ``hair_mask``: the hair of the top and sides stands in
+    for the back). Each source fills only the confidence the earlier ones left.
+    Returns colour (T, T, 3) and each source's confidence (T, T) in [0, 1].
+    """
+    sources = [("direct", surface, mask, depth_tolerance)]
     if mirror:
-        colour_m, cos_m = back_project(image, camera, mirrored_surface(surface), mask, min_cosine=min_cosine,
-                                       depth_tolerance=2.0 * depth_tolerance)
-        mirrored = _ramp(cos_m, min_cosine, feather) * (cos_m > 0) * (1.0 - direct)
-        total = (direct + mirrored).clamp_min(1e-8)[..., None]
-        colour = (colour_d * direct[..., None] + colour_m * mirrored[..., None]) / total
-    return colour, direct, mirrored
+        sources.append(("mirrored", reflected_surface(surface, MIRROR), mask, 2.0 * depth_tolerance))
+    if hair_mask is not None:
+        back = surface.position[..., 2] < 0
+        sources.append(("hair", reflected_surface(surface, FRONT_BACK, back), hair_mask, 2.0 * depth_tolerance))
+    colour = torch.zeros(*surface.valid.shape, image.shape[-1], dtype=image.dtype)
+    taken = torch.zeros(surface.valid.shape, dtype=image.dtype)
+    confidences = {}
+    for name, source, source_mask, tolerance in sources:
+        sampled, cosine = back_project(image, camera, source, source_mask, min_cosine=min_cosine, depth_tolerance=tolerance)
+        confidence = _ramp(cosine, min_cosine, feather) * (cosine > 0) * (1.0 - taken)
+        colour = colour + sampled * confidence[..., None]
+        taken = taken + confidence
+        confidences[name] = confidence
+    return colour / taken.clamp_min(1e-8)[..., None], confidences
 
 
 def smoothed_normals(mesh: Mesh, iterations: int = 4) -> Tensor:

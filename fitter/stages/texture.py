@@ -44,7 +44,8 @@ def run(ctx: RunContext) -> None:
     out = ctx.stage_dir("texture")
     save_obj(mesh.replace(texture=texture), out / "head.obj")
     atomic.write_json(out / "texture.json", stats)
-    log.info("texture: %dx%d, %.1f%% photo, %.1f%% mirrored", cfg.resolution, cfg.resolution, 100 * stats["direct_fraction"], 100 * stats["mirrored_fraction"])
+    log.info("texture: %dx%d, %s", cfg.resolution, cfg.resolution,
+             ", ".join(f"{100 * v:.1f}% {k.removesuffix('_fraction')}" for k, v in stats.items() if k.endswith("_fraction")))
 
 
 def unwrap(mesh: Mesh, cfg: TextureConfig) -> Mesh:
@@ -73,11 +74,11 @@ def load_subject_images(ctx: RunContext) -> dict:
 def projection_texture(mesh: Mesh, subject: dict, cfg: TextureConfig, seed: int) -> tuple[torch.Tensor, dict]:
     surface = texel_surface(mesh.verts.float(), mesh.faces, mesh.uv.float(), mesh.uv_faces, cfg.resolution,
                             normals=smoothed_normals(mesh))
-    colour, direct, mirrored = project_photo(
-        subject["image"], subject["mask"], subject["camera"], surface,
-        min_cosine=cfg.min_cosine, feather=cfg.feather, depth_tolerance=cfg.depth_tolerance, mirror=cfg.mirror,
+    colour, confidences = project_photo(
+        subject["image"], subject["mask"], subject["camera"], surface, min_cosine=cfg.min_cosine, feather=cfg.feather,
+        depth_tolerance=cfg.depth_tolerance, mirror=cfg.mirror, hair_mask=hair_mask(subject) if cfg.hair_from_photo else None,
     )
-    known = (direct + mirrored).clamp(0.0, 1.0)
+    known = sum(confidences.values()).clamp(0.0, 1.0)
     vertex_colours, known_v = vertex_colours_from_texels(mesh, colour, known > 0.5)
     anchor, weights = hair_anchor(mesh, subject, cfg.hair_anchor_weight)
     filled_v = harmonic_fill(mesh, vertex_colours, known_v, anchor, weights)
@@ -85,14 +86,23 @@ def projection_texture(mesh: Mesh, subject: dict, cfg: TextureConfig, seed: int)
     texture = colour * known[..., None] + fill * (1.0 - known[..., None])
     texture = dilate_into_gutters(texture.clamp(0.0, 1.0), surface.valid)
     valid = surface.valid.float()
-    stats = {
-        "resolution": cfg.resolution,
-        "faces": mesh.num_faces,
-        "direct_fraction": float((direct > 0.5).float().mul(valid).sum() / valid.sum()),
-        "mirrored_fraction": float((mirrored > 0.5).float().mul(valid).sum() / valid.sum()),
-        "hair_colour": None if anchor is None else [float(c) for c in anchor],
-    }
+    stats = {"resolution": cfg.resolution, "faces": mesh.num_faces, "hair_colour": None if anchor is None else [float(c) for c in anchor]}
+    for name, confidence in confidences.items():
+        stats[f"{name}_fraction"] = float((confidence > 0.5).float().mul(valid).sum() / valid.sum())
     return texture.float(), stats
+
+
+def hair_mask(subject: dict) -> torch.Tensor:
+    """Photo pixels that show hair (or scalp): inside the mask, outside the face's landmark hull grown by 5 %."""
+    import cv2
+
+    mask = (subject["mask"].numpy() > 0.5).astype(np.uint8)
+    hull = cv2.convexHull(subject["landmarks_px"].astype(np.float32)).astype(np.int32)
+    face = np.zeros_like(mask)
+    cv2.fillConvexPoly(face, hull, 1)
+    grow = max(1, int(0.05 * mask.shape[0]))
+    face = cv2.dilate(face, np.ones((grow, grow), np.uint8))
+    return torch.from_numpy((mask & (1 - face)).astype(np.float32))
 
 
 def hair_anchor(mesh: Mesh, subject: dict, weight: float) -> tuple[np.ndarray | None, np.ndarray | None]:
