@@ -2,7 +2,8 @@
 
 Reads `texture/head.obj` and `subject/`; writes `head.glb`, `head.obj` + `head.mtl` + `head.png`,
 `views/az{+000}_el{+00}.png`, `turntable.mp4` and `metrics.json` (per-stage wall time,
-reference-view PSNR/SSIM inside the mask, dlib identity distance of every view to the input).
+reference-view PSNR/SSIM inside the mask, dlib identity distance of every view to the input), and
+last `report.html` (`fitter/report`) unless export.report=false.
 """
 
 from __future__ import annotations
@@ -44,6 +45,10 @@ def run(ctx: RunContext) -> None:
     atomic.write_json(ctx.out / "metrics.json", metrics)
     ref = metrics["reference"]
     log.info("export: reference PSNR %.2f dB, SSIM %.3f (in mask)", ref["psnr_db"], ref["ssim"])
+    if cfg.report:
+        from fitter.report import write_report
+
+        write_report(ctx.out, ctx.cfg, mesh)
 
 
 def render_rgb(mesh: Mesh, camera: Camera, background=WHITE) -> np.ndarray:

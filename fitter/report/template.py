@@ -1,0 +1,60 @@
+"""The report page: one HTML template with `$name` slots (string.Template)."""
+
+from string import Template
+
+PAGE = Template("""<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>headfit report: $title</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>
+body { font-family: system-ui, sans-serif; margin: 1.5rem auto; max-width: 1200px; color: #222; }
+h1 { font-size: 1.5rem; } h2 { font-size: 1.15rem; margin-top: 2rem; border-bottom: 1px solid #ddd; }
+.row { display: flex; flex-wrap: wrap; gap: 12px; align-items: flex-start; }
+figure { margin: 0; text-align: center; font-size: 0.8rem; }
+figure img, figure video { display: block; max-width: 256px; border: 1px solid #ddd; }
+model-viewer { width: 640px; height: 480px; background: #f4f4f4; border: 1px solid #ddd; }
+.notice { background: #fff4e0; border: 1px solid #f0c36d; padding: 0.6rem; max-width: 640px; }
+table { border-collapse: collapse; font-size: 0.85rem; } td, th { border: 1px solid #ddd; padding: 3px 8px; text-align: left; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+pre { background: #f7f7f7; padding: 0.8rem; overflow: auto; font-size: 0.8rem; max-height: 600px; }
+.curves img { max-width: 560px; }
+</style>
+$viewer_script
+</head>
+<body>
+<h1>headfit report: $title</h1>
+<p>Written $written. Files: <a href="head.glb">head.glb</a>, <a href="head.obj">head.obj</a>
+(<a href="head.mtl">.mtl</a>, <a href="head.png">.png</a>), <a href="turntable.mp4">turntable.mp4</a>,
+<a href="metrics.json">metrics.json</a>, <a href="config.yaml">config.yaml</a>, <a href="run.log">run.log</a>.</p>
+
+<h2>3D head</h2>
+$viewer
+
+<h2>Turntable</h2>
+<video src="turntable.mp4" controls loop muted autoplay playsinline width="$turntable_size"></video>
+
+<h2>Evaluation views beside the input</h2>
+<div class="row">$eval_views</div>
+<h3>Exported views</h3>
+<div class="row">$export_views</div>
+
+<h2>Loss curves</h2>
+<div class="row curves">$curves</div>
+
+<h2>Metrics</h2>
+$metrics
+
+<h2>Resolved config</h2>
+<pre>$config</pre>
+</body>
+</html>
+""")
+
+VIEWER = Template("""<model-viewer id="head" src="$src" alt="the fitted 3D head" camera-controls
+  camera-orbit="0deg 85deg auto" shadow-intensity="0" exposure="1" environment-image="neutral"
+  interaction-prompt="none"></model-viewer>""")
+
+NO_VIEWER = Template("""<p class="notice" id="no-viewer">The interactive 3D viewer is not included: $reason.
+Open <a href="head.glb">head.glb</a> in any glTF viewer, or rerun with npm available.</p>""")
