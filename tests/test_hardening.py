@@ -1,0 +1,164 @@
+"""Hour-long fits: SIGKILL then --resume gives the uninterrupted result; full/unwritable disks and
+GPU out-of-memory are one line, exit 2; config ranges; pickled weights refused unless allowed."""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+import time
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+
+from fitter import atomic
+from fitter.cli import MEMORY_KNOBS, main
+from fitter.config import REPO_ROOT, load_config
+from fitter.errors import ConfigError, MissingModelError
+from guidance.weights import load_state_dict
+from representations.mesh import read_mesh
+from tests.test_report import EXAMPLE, PREVIEW, SMOKE, shared_run
+
+
+def one_error_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), err
+    return lines[0]
+
+
+def test_sigkill_then_resume_matches_uninterrupted(tmp_path_factory, worker_id, tmp_path):
+    reference = shared_run(tmp_path_factory, worker_id)
+    out = tmp_path / "run"
+    args = [sys.executable, "run.py", "--image", EXAMPLE, "--config", PREVIEW, "--out", str(out), *SMOKE]
+    proc = subprocess.Popen(args, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 180
+    while time.time() < deadline and proc.poll() is None and not (out / "geometry" / "sculpt.pt").is_file():
+        time.sleep(0.05)
+    time.sleep(float(np.random.default_rng().uniform(0.0, 1.0)))  # somewhere in the geometry stage or after
+    assert proc.poll() is None, "the run ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait(timeout=30) == -signal.SIGKILL
+    assert not (out / "export" / "done.json").exists()
+    assert main(["--image", EXAMPLE, "--config", PREVIEW, "--out", str(out), *SMOKE, "--resume"]) == 0
+    a, b = read_mesh(reference / "geometry" / "mesh.ply"), read_mesh(out / "geometry" / "mesh.ply")
+    assert a.num_faces == b.num_faces and np.array_equal(a.verts.numpy(), b.verts.numpy())
+    assert np.array_equal(np.asarray(Image.open(reference / "head.png")), np.asarray(Image.open(out / "head.png")))
+    assert (out / "report.html").is_file()
+
+
+def _os_error(code: int, filename: str):
+    def fail(*args, **kwargs):
+        raise OSError(code, os.strerror(code), filename)
+
+    return fail
+
+
+@pytest.mark.parametrize("code, fragment", [(errno.ENOSPC, "no space left"), (errno.EACCES, "permission denied")])
+def test_full_or_unwritable_disk_is_one_line_exit_2(tmp_path, capsys, monkeypatch, code, fragment):
+    import fitter.pipeline as pipeline
+
+    with monkeypatch.context() as patch:  # during the intake's writes (its own OutputError)
+        patch.setattr(atomic.os, "fsync", _os_error(code, "subject/image.png"))
+        assert main(["--image", EXAMPLE, "--config", PREVIEW, "--out", str(tmp_path / "a")]) == 2
+    assert fragment in one_error_line(capsys.readouterr().err).lower()
+    failing = SimpleNamespace(write_text=_os_error(code, "config.yaml"), write_json=atomic.write_json)
+    monkeypatch.setattr(pipeline, "atomic", failing)  # the pipeline's first write after the intake: the CLI maps it
+    assert main(["--image", EXAMPLE, "--config", PREVIEW, "--out", str(tmp_path / "b")]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert "config.yaml" in line and (fragment in line.lower() or "cannot write" in line)
+
+
+def test_output_under_a_file_is_one_line_exit_2(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["--image", EXAMPLE, "--config", PREVIEW, "--out", str(blocker / "run")]) == 2
+    assert "not writable" in one_error_line(capsys.readouterr().err)
+
+
+def test_gpu_out_of_memory_names_the_knobs(tmp_path, capsys, monkeypatch):
+    import fitter.stages.init as init_stage
+
+    def oom(ctx) -> None:
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(init_stage, "run", oom)
+    assert main(["--image", EXAMPLE, "--config", PREVIEW, "--out", str(tmp_path / "run")]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert "out of memory" in line and "Tried to allocate 20.00 GiB" in line
+    for knob in ("fit.geometry.render_size", "fit.geometry.grid_resolution", "fit.geometry.narrow_band", "fit.texture.resolution"):
+        assert knob in line and knob in MEMORY_KNOBS
+
+
+@pytest.mark.parametrize("override, key", [
+    ("fit.geometry.lambda_mask=-1", "lambda_mask"),
+    ("fit.geometry.render_size=8", "render_size"),
+    ("fit.geometry.grid_resolution=100000", "grid_resolution"),
+    ("fit.texture.resolution=10", "fit.texture.resolution"),
+    ("export.view_size=65", "export.view_size"),
+    ("fit.geometry.betas=[0.9,1.5]", "betas"),
+    ("fit.geometry.hash_base_res=100000", "hash_base_res"),
+    ("fit.geometry.sample_points=0", "sample_points"),
+    ("fit.texture.uv_padding=-1", "uv_padding"),
+    ("export.turntable_elevation_deg=95", "turntable_elevation_deg"),
+    ("init.up_axis=+w", "init.up_axis"),
+    ("init.front_axis=-y", "init.front_axis"),
+    ("reference.source=user", "reference.source"),
+])
+def test_config_ranges(override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_config(PREVIEW, [override])
+
+
+def test_shipped_configs_pass_validation():
+    for path in sorted((REPO_ROOT / "configs").glob("*.yaml")):
+        load_config(path)
+
+
+def test_unknown_stage_name_is_one_line(capsys):
+    assert main(["--image", EXAMPLE, "--config", PREVIEW, "--stop-after", "polish"]) == 2
+    assert "polish" in one_error_line(capsys.readouterr().err)
+
+
+class Boom:
+    """Unpickling this runs code: what `weights_only=True` must refuse."""
+
+    def __reduce__(self):
+        return (os.system, ("echo pwned",))
+
+
+def test_safetensors_always_load(tmp_path):
+    path = tmp_path / "w.safetensors"
+    save_file({"a": torch.arange(3.0)}, str(path))
+    assert torch.equal(load_state_dict(path)["a"], torch.arange(3.0))
+
+
+@pytest.mark.parametrize("suffix", [".bin", ".pt", ".ckpt", ".pth"])
+def test_pickle_weights_refused_unless_allowed(tmp_path, suffix):
+    path = tmp_path / f"w{suffix}"
+    torch.save({"state_dict": {"a": torch.ones(2)}}, path)
+    with pytest.raises(MissingModelError, match="allow_pickle=true") as info:
+        load_state_dict(path)
+    assert "\n" not in str(info.value)
+    assert torch.equal(load_state_dict(path, allow_pickle=True)["a"], torch.ones(2))
+
+
+def test_allowed_pickle_still_refuses_code(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"a": Boom()}, path)
+    with pytest.raises(MissingModelError, match="plain weights"):
+        load_state_dict(path, allow_pickle=True)
+
+
+def test_unknown_or_missing_weight_files(tmp_path):
+    with pytest.raises(MissingModelError, match="not found"):
+        load_state_dict(tmp_path / "none.safetensors")
+    odd = tmp_path / "w.npz"
+    odd.write_bytes(b"x")
+    with pytest.raises(MissingModelError, match="unknown weight file type"):
+        load_state_dict(odd, allow_pickle=True)
