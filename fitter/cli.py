@@ -17,7 +17,7 @@ from fitter.config import DEFAULT_CONFIG, REPO_ROOT, STAGES, Config, load_config
 from fitter.errors import MissingModelError, OutputError, StopRequested, UserError
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USER, EXIT_STOPPED = 0, 1, 2, 130
-SUBCOMMANDS = ("check-models", "eval")
+SUBCOMMANDS = ("check-models", "eval", "batch")
 PREVIEW_HINT = "python run.py --image PHOTO --config configs/preview.yaml"
 
 log = logging.getLogger("headfit")
@@ -87,6 +87,27 @@ def cmd_eval(argv: Sequence[str]) -> int:
     return EXIT_OK
 
 
+def batch_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="run.py batch", description="Fit every photo in a folder (or listed in a text file, one path a line) "
+                "into ROOT/<stem>/ as a single run would; complete subjects are skipped, partial ones resumed; "
+                "ROOT/summary.csv and summary.json hold status, time and metrics per subject.",
+                epilog="Exit codes: 0 every subject done, 2 bad options or some photos refused, 1 some fits failed, 130 stopped.")
+    p.add_argument("--images", required=True, type=Path, help="a folder of photos, or a text file with one path per line")
+    p.add_argument("--out", required=True, type=Path, help="ROOT: each subject goes to ROOT/<photo stem>/")
+    p.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    p.add_argument("--engine", choices=("local", "ray", "submitit"), default="local",
+                   help="local: one after another; ray: Ray tasks; submitit: a SLURM job array (or local processes)")
+    p.add_argument("--retries", type=int, default=1, help="extra attempts for a failed fit (refused photos never retry)")
+    p.add_argument("--gpus-per-fit", type=float, default=1.0, help="GPUs each fit asks for (ray, submitit); 0 on CPU machines")
+    p.add_argument("--cpus-per-fit", type=int, default=1, help="CPUs each fit asks for (ray, submitit)")
+    p.add_argument("--address", default=None, help="ray: join this cluster (auto, host:port) instead of starting Ray here")
+    p.add_argument("--cluster", choices=("slurm", "local"), default=None, help="submitit: where jobs run (default: slurm if present)")
+    p.add_argument("--timeout-min", type=int, default=240, help="submitit: time limit per job")
+    p.add_argument("--slurm-partition", default=None, help="submitit: SLURM partition")
+    p.add_argument("overrides", nargs="*", metavar="key.path=value", help="config overrides for every fit")
+    return p
+
+
 def missing_models_message(cfg_path: Path, cfg: Config) -> Optional[str]:
     from fitter.requirements import check_models
 
@@ -144,6 +165,34 @@ def cmd_fit(argv: Sequence[str]) -> int:
     return EXIT_OK
 
 
+def cmd_batch(argv: Sequence[str]) -> int:
+    from fitter.batch import BatchOptions, run_batch
+    from fitter.batch.task import DONE, REFUSED, SKIPPED
+
+    args = batch_parser().parse_intermixed_args(argv)
+    if args.retries < 0 or args.gpus_per_fit < 0 or args.cpus_per_fit < 1 or args.timeout_min < 1:
+        raise UsageError("--retries and --gpus-per-fit must be >= 0, --cpus-per-fit and --timeout-min >= 1")
+    cfg = load_config(args.config, args.overrides)
+    message = missing_models_message(args.config, cfg)
+    if message:
+        raise MissingModelError(message)
+    check_output_dir(args.out)
+    options = BatchOptions(args.images, args.out, args.config, tuple(args.overrides), args.engine, args.retries,
+                           args.gpus_per_fit, args.cpus_per_fit, args.address, args.cluster, args.timeout_min, args.slurm_partition)
+    try:
+        results = run_batch(options, cfg)
+    except KeyboardInterrupt:
+        print("stopped: checkpoints saved; rerun the same batch command to continue", file=sys.stderr)
+        return EXIT_STOPPED
+    print(f"summary: {args.out / 'summary.csv'}")
+    problems = [r for r in results if r.status not in (DONE, SKIPPED)]
+    if not problems:
+        return EXIT_OK
+    print(f"error: {len(problems)} of {len(results)} subjects not fitted: "
+          + "; ".join(f"{r.stem} {r.status}" for r in problems), file=sys.stderr)
+    return EXIT_USER if all(r.status == REFUSED for r in problems) else EXIT_INTERNAL
+
+
 def _os_error_as_user_error(exc: OSError) -> Optional[UserError]:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return OutputError(f"no space left while writing {exc.filename or 'output'}: free disk space or choose another --out")
@@ -180,6 +229,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return cmd_check_models(argv[1:])
         if argv and argv[0] == "eval":
             return cmd_eval(argv[1:])
+        if argv and argv[0] == "batch":
+            return cmd_batch(argv[1:])
         return cmd_fit(argv)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)

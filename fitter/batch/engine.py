@@ -1,0 +1,41 @@
+"""The one interface every engine offers: run these subject tasks, report each result as it comes."""
+
+from __future__ import annotations
+
+from typing import Callable, Optional, Protocol, Sequence
+
+from fitter.batch.task import FAILED, SubjectResult, SubjectTask
+from fitter.errors import UserError
+
+ENGINES = ("local", "ray", "submitit")
+OnResult = Callable[[SubjectResult], None]
+
+
+class Engine(Protocol):
+    def run(self, tasks: Sequence[SubjectTask], on_result: OnResult) -> None:
+        """Run every task; call `on_result` once per task, in the order they finish."""
+
+
+def lost_task(task: SubjectTask, exc: BaseException) -> SubjectResult:
+    """The result of a task that its engine lost (worker died, job crashed or timed out)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return SubjectResult(task.stem, task.image, task.out, FAILED, reason=f"{type(exc).__name__}: {text[:300]}",
+                         resumed=task.resume)
+
+
+def make_engine(name: str, gpus_per_fit: float, cpus_per_fit: int, address: Optional[str] = None,
+                cluster: Optional[str] = None, folder: str = "", timeout_min: int = 240,
+                partition: Optional[str] = None) -> Engine:
+    if name == "local":
+        from fitter.batch.local_engine import LocalEngine
+
+        return LocalEngine()
+    if name == "ray":
+        from fitter.batch.ray_engine import RayEngine
+
+        return RayEngine(gpus_per_fit, cpus_per_fit, address)
+    if name == "submitit":
+        from fitter.batch.submitit_engine import SubmititEngine
+
+        return SubmititEngine(folder, gpus_per_fit, cpus_per_fit, cluster, timeout_min, partition)
+    raise UserError(f"unknown engine {name!r}: choose one of {', '.join(ENGINES)}")
