@@ -11,10 +11,6 @@ from fitter.config import Config
 
 def unavailable(cfg: Config) -> list[str]:
     missing = []
-    if cfg.fit.geometry.lambda_isd > 0:
-        missing.append("identity-aware score distillation (set fit.geometry.lambda_isd=0)")
     if cfg.fit.texture.mode == "diffusion":
         missing.append("diffusion texturing (set fit.texture.mode=projection)")
-    if cfg.reference.source in ("generate", "user"):
-        missing.append(f"reference normal/depth source '{cfg.reference.source}' (set reference.source=none)")
     return missing

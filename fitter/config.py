@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from fitter.errors import ConfigError
+from representations.cameras import INPAINT_TRAJECTORY_AZIMUTHS, INPAINT_TRAJECTORY_ELEVATIONS
 
 STAGES = ("intake", "init", "geometry", "texture", "export")
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -78,6 +79,12 @@ class ModelsConfig:
     """CLIP model (transformers layout; hub id or folder) for the CLIP-I metric of `run.py eval`."""
     lpips: Optional[str] = None
     """LPIPS (AlexNet) weight file for `run.py eval`: torchvision `features.N.*` plus LPIPS `linK.model.1.weight`."""
+    normal_estimator: Optional[str] = None
+    """Normal estimator for reference.source=estimator: a diffusers pipeline folder/hub id whose output
+    `.prediction` holds camera-space normals in [-1, 1] (e.g. Marigold normals); see fitter/reference_estimate.py."""
+    depth_estimator: Optional[str] = None
+    """Depth estimator for reference.source=estimator: a transformers `AutoModelForDepthEstimation` folder/hub id
+    (DPT, Depth Anything) with its image processor."""
     panohead: Optional[str] = None
     """PanoHead generator for init.kind=gan_inversion: the official network pickle (read without running
     its code) or its safetensors conversion (`python run.py convert-panohead CKPT.pkl OUT.safetensors`)."""
@@ -88,9 +95,26 @@ class ReferenceConfig:
     """Reference-view normal and depth maps (`subject/normal.png`, `subject/depth.png`)."""
 
     source: str = "generate"
-    """`generate` (ID-aware normal/depth-adapted SD), `user` (the paths below) or `none`."""
+    """`generate` (ID-aware normal/depth-adapted SD), `user` (the paths below, or run.py --normal/--depth),
+    `estimator` (models.normal_estimator / models.depth_estimator) or `none` (use no maps, or maps put in
+    subject/ by hand). See fitter/reference_maps.py."""
     normal_path: Optional[str] = None
+    """User normal map aligned with the ORIGINAL photo (same size); RGB = (n + 1) / 2, black = no data."""
     depth_path: Optional[str] = None
+    """User depth map aligned with the ORIGINAL photo (same size); grey, larger = farther, any scale/shift."""
+    user_normal_convention: str = "opengl"
+    """Camera frame of the user normal map: `opengl` (x right, y up, z towards the viewer; our file
+    convention) or `opencv` (x right, y down, z away from the viewer)."""
+    size: int = 512
+    """Side of the generated/warped maps (the reference crop is resized to it)."""
+    steps: int = 30
+    """DDIM steps of `generate`."""
+    guidance_scale: float = 7.5
+    """Classifier-free guidance of `generate` (the paper gives none: the SD ControlNet pipeline's default)."""
+    normal_ip_scale: float = 0.5
+    depth_ip_scale: float = 0.1
+    """IP-Adapter-FaceID identity-token strength for the normal and the depth map."""
+    negative_prompt: str = ""
 
 
 @dataclass
@@ -131,6 +155,39 @@ class InitConfig:
 
 
 @dataclass
+class IsdSettings:
+    """Identity-aware score distillation (see guidance/isd.py; the prompt is the top-level `prompt`)."""
+
+    guidance_scale: float = 50.0
+    t_range: tuple[float, float] = (0.02, 0.5)
+    t_schedule: str = "constant"
+    """`constant` or `linear` (t_max moves to `t_max_end` over `anneal_steps`)."""
+    t_max_end: float = 0.5
+    anneal_steps: int = 5000
+    weighting: str = "sds"
+    """`sds` (1 - alpha_bar_t), `uniform` or `fantasia3d`."""
+    grad_clip: Optional[float] = None
+    identity_tokens: bool = True
+    """IP-Adapter-FaceID identity tokens (for |azimuth| < identity_max_azimuth)."""
+    identity_max_azimuth: float = 70.0
+    ip_scale: float = 1.0
+    landmark_control: bool = True
+    """MediaPipe-face landmark ControlNet on the projected 3D landmarks."""
+    control_scale: float = 1.0
+    view_prompts: bool = True
+    negative_prompt: str = ""
+    perp_neg: bool = False
+    perp_neg_weight: float = 1.0
+    vsd: bool = False
+    lora_rank: int = 4
+    lora_lr: float = 0.001
+    image: str = "normal"
+    """What the prior sees: `normal` (the rendered normal map, as in the paper) or `shaded` (Lambert)."""
+    precision: str = "fp16"
+    """fp16 | bf16 | fp32 on CUDA (CPU always runs fp32)."""
+
+
+@dataclass
 class GeometryConfig:
     """DMTet + hash-grid geometry. Loss weights are `lambda_*`; 0 switches a term off.
 
@@ -161,6 +218,15 @@ class GeometryConfig:
     """Rasterizer backend: auto | torch | nvdiffrast."""
     lambda_isd: float = 1.0
     """Identity-aware score distillation weight; 0 turns the diffusion prior off."""
+    isd: IsdSettings = field(default_factory=IsdSettings)
+    guidance_every: int = 3
+    """One guidance step in every `guidance_every` steps; the others are reference steps (paper: 2 + 1)."""
+    guidance_size: int = 512
+    """Render size of the random views the prior sees."""
+    view_azimuth: tuple[float, float] = (-180.0, 180.0)
+    view_elevation: tuple[float, float] = (-15.0, 45.0)
+    view_radius: tuple[float, float] = (3.5, 4.5)
+    view_fov: tuple[float, float] = (25.0, 45.0)
     lambda_mask: float = 100.0
     lambda_landmarks: float = 100.0
     lambda_landmark_depth: float = 100.0
@@ -201,6 +267,48 @@ class TextureConfig:
     """Texture the back of the head with the hair the photo shows at the top and sides (front-back mirror)."""
     hair_anchor_weight: float = 0.5
     """How strongly the unseen top/back is pulled towards the colour seen above the forehead."""
+    # --- mode `diffusion`: progressive inpainting, then refinement (fitter/texture_diffusion.py) ---
+    trajectory_azimuths: list[float] = field(default_factory=lambda: list(INPAINT_TRAJECTORY_AZIMUTHS))
+    """Inpainting views in order (degrees); paired with `trajectory_elevations`."""
+    trajectory_elevations: list[float] = field(default_factory=lambda: list(INPAINT_TRAJECTORY_ELEVATIONS))
+    trajectory_radius: float = 3.8
+    trajectory_fov_deg: float = 30.0
+    coverage_threshold: float = 0.2
+    """Texels covered less than this (photo confidence or view cosine) are generated."""
+    crop_scale: float = 1.1
+    """Each inpainting view is cropped to its silhouette box times this."""
+    gen_size: int = 512
+    t_start: int = 950
+    ddim_steps: int = 20
+    guidance_scale: float = 10.0
+    min_view_cosine: float = 0.0
+    """Generated pixels are back-projected only where the view cosine is above this."""
+    erode_px: int = 3
+    """Silhouette erosion (pixels at gen_size) before back-projection."""
+    refine_steps: int = 400
+    refine_t_range: tuple[int, int] = (50, 200)
+    refine_render_size: int = 512
+    lambda_sds_mse: float = 0.1
+    lambda_perceptual: float = 50.0
+    lambda_ref_l1: float = 1000.0
+    lambda_tv: float = 5.0e-4
+    lr: float = 0.02
+    lpips_weights: Optional[str] = None
+    """LPIPS VGG16 weight file for refinement; unset: the SSIM/gradient fallback (fitter/texture_diffusion_losses.py)."""
+    inpaint_model: Optional[str] = None
+    """SD1.5 inpainting checkpoint (diffusers folder or hub id with `unet/`); unset: blended-latent inpainting with the base UNet."""
+    sr_model: Optional[str] = None
+    """Super-resolution ONNX model applied to the final texture ((1, 3, H, W) in [0, 1] → (1, 3, sH, sW)); unset: none."""
+    identity: bool = True
+    """Identity tokens (IP-Adapter-FaceID) when an ArcFace embedding is available."""
+    precision: str = "fp16"
+    """fp16 | bf16 | fp32 for the texture diffusion models on CUDA (CPU always runs fp32)."""
+    ip_scale: float = 1.0
+    control_scale: float = 1.0
+    identity_max_azimuth: float = 70.0
+    prompt_suffix: str = ", detailed skin and hair texture"
+    """Appended to `prompt` for texturing."""
+    negative_prompt: str = ""
 
 
 @dataclass
@@ -319,7 +427,7 @@ def validate(cfg: Config) -> None:
     _check(i.segmenter in ("selfie", "face_parsing"), "intake.segmenter", "must be selfie or face_parsing")
     _check(i.segmenter != "face_parsing" or bool(cfg.models.face_parsing), "intake.segmenter", "face_parsing needs models.face_parsing")
     _check(cfg.models.preset in ("real", "tiny-random"), "models.preset", "must be real or tiny-random")
-    _check(cfg.reference.source in ("generate", "user", "none"), "reference.source", "must be generate, user or none")
+    _check_reference(cfg)
     _check(cfg.fit.texture.mode in ("diffusion", "projection"), "fit.texture.mode", "must be diffusion or projection")
     g = cfg.fit.geometry
     _check(g.steps >= 0 and g.init_fit_steps >= 0, "fit.geometry.steps", "and init_fit_steps must be >= 0")
@@ -341,6 +449,16 @@ def validate(cfg: Config) -> None:
         if name.startswith("lambda_"):
             _check(value >= 0, f"fit.geometry.{name}", "must be >= 0")
     _check(0 <= g.regulariser_ramp[0] <= g.regulariser_ramp[1], "fit.geometry.regulariser_ramp", "must be (start, end) with start <= end")
+    _check(g.guidance_every >= 1 and 32 <= g.guidance_size <= 2048, "fit.geometry.guidance_every", "must be >= 1 with guidance_size in [32, 2048]")
+    _check(g.view_radius[0] > 1.5 and g.view_radius[0] <= g.view_radius[1], "fit.geometry.view_radius", "must be (min, max) with min > 1.5")
+    _check(5 <= g.view_fov[0] <= g.view_fov[1] <= 120, "fit.geometry.view_fov", "must be (min, max) within [5, 120]")
+    i = g.isd
+    _check(0.0 <= i.t_range[0] <= i.t_range[1] <= 1.0 and 0.0 <= i.t_max_end <= 1.0, "fit.geometry.isd.t_range", "must be within [0, 1]")
+    _check(i.t_schedule in ("constant", "linear"), "fit.geometry.isd.t_schedule", "must be constant or linear")
+    _check(i.weighting in ("sds", "uniform", "fantasia3d"), "fit.geometry.isd.weighting", "must be sds, uniform or fantasia3d")
+    _check(i.guidance_scale >= 0 and i.ip_scale >= 0 and i.control_scale >= 0, "fit.geometry.isd.guidance_scale", "and the scales must be >= 0")
+    _check(i.image in ("normal", "shaded"), "fit.geometry.isd.image", "must be normal or shaded")
+    _check(i.precision in ("fp16", "bf16", "fp32"), "fit.geometry.isd.precision", "must be fp16, bf16 or fp32")
     t = cfg.fit.texture
     _check(64 <= t.resolution <= 8192, "fit.texture.resolution", "must be in [64, 8192]")
     _check(t.max_faces >= 1000, "fit.texture.max_faces", "must be >= 1000")
@@ -349,14 +467,13 @@ def validate(cfg: Config) -> None:
     _check(t.depth_tolerance > 0, "fit.texture.depth_tolerance", "must be positive")
     _check(t.uv_padding >= 0 and t.xatlas_timeout_s > 0, "fit.texture.uv_padding", "must be >= 0 with xatlas_timeout_s positive")
     _check(t.hair_anchor_weight >= 0, "fit.texture.hair_anchor_weight", "must be >= 0")
+    _check_texture_diffusion(t)
     e = cfg.export
     _check(64 <= e.view_size <= 4096 and e.view_size % 2 == 0, "export.view_size", "must be even and in [64, 4096]")
     _check(64 <= e.turntable_size <= 4096 and e.turntable_size % 2 == 0, "export.turntable_size", "must be even and in [64, 4096]")
     _check(e.turntable_frames >= 1 and e.turntable_fps >= 1, "export.turntable_frames", "and turntable_fps must be >= 1")
     _check(e.view_radius > 1.5 and 5.0 <= e.view_fov_deg <= 120.0, "export.view_radius", "must be > 1.5 with view_fov_deg in [5, 120]")
     _check(-89.0 <= e.turntable_elevation_deg <= 89.0, "export.turntable_elevation_deg", "must be in [-89, 89]")
-    _check(cfg.reference.source != "user" or bool(cfg.reference.normal_path or cfg.reference.depth_path),
-           "reference.source", "user needs reference.normal_path or reference.depth_path")
     _check(cfg.init.kind in ("template", "mesh", "gan_inversion"), "init.kind", "must be one of template, mesh, gan_inversion")
     _check_axes(cfg.init)
     _check(cfg.init.kind != "mesh" or bool(cfg.init.mesh_path), "init.mesh_path", "is required with init.kind=mesh")
@@ -364,6 +481,41 @@ def validate(cfg: Config) -> None:
     _check(cfg.run.device in ("auto", "cpu", "cuda"), "run.device", "must be auto, cpu or cuda")
     _check(cfg.run.checkpoint_every > 0, "run.checkpoint_every", "must be positive")
     _check(cfg.run.max_nan_rollbacks >= 0, "run.max_nan_rollbacks", "must be >= 0")
+
+
+def _check_reference(cfg: Config) -> None:
+    r = cfg.reference
+    _check(r.source in ("generate", "user", "estimator", "none"), "reference.source", "must be generate, user, estimator or none")
+    _check(r.source != "user" or bool(r.normal_path or r.depth_path), "reference.source", "user needs reference.normal_path or reference.depth_path")
+    _check(r.source != "estimator" or bool(cfg.models.normal_estimator or cfg.models.depth_estimator),
+           "reference.source", "estimator needs models.normal_estimator or models.depth_estimator")
+    _check(r.user_normal_convention in ("opengl", "opencv"), "reference.user_normal_convention", "must be opengl or opencv")
+    _check(64 <= r.size <= 2048 and r.size % 64 == 0, "reference.size", "must be a multiple of 64 in [64, 2048]")
+    _check(1 <= r.steps <= 1000, "reference.steps", "must be in [1, 1000]")
+    _check(r.guidance_scale >= 0 and r.normal_ip_scale >= 0 and r.depth_ip_scale >= 0, "reference.guidance_scale",
+           "and the ip scales must be >= 0")
+
+
+def _check_texture_diffusion(t: TextureConfig) -> None:
+    _check(len(t.trajectory_azimuths) == len(t.trajectory_elevations) >= 1, "fit.texture.trajectory_azimuths",
+           "and trajectory_elevations must be non-empty and of equal length")
+    _check(all(-89.0 <= e <= 89.0 for e in t.trajectory_elevations), "fit.texture.trajectory_elevations", "must be in [-89, 89]")
+    _check(t.trajectory_radius > 1.5 and 5.0 <= t.trajectory_fov_deg <= 120.0, "fit.texture.trajectory_radius",
+           "must be > 1.5 with trajectory_fov_deg in [5, 120]")
+    _check(0.0 < t.coverage_threshold <= 1.0, "fit.texture.coverage_threshold", "must be in (0, 1]")
+    _check(1.0 <= t.crop_scale <= 2.0, "fit.texture.crop_scale", "must be in [1, 2]")
+    _check(32 <= t.gen_size <= 2048 and t.gen_size % 8 == 0, "fit.texture.gen_size", "must be a multiple of 8 in [32, 2048]")
+    _check(0 < t.t_start < 1000 and 1 <= t.ddim_steps <= 1000, "fit.texture.t_start", "must be in (0, 1000) with ddim_steps in [1, 1000]")
+    _check(t.guidance_scale >= 0 and t.ip_scale >= 0 and t.control_scale >= 0, "fit.texture.guidance_scale",
+           "ip_scale and control_scale must be >= 0")
+    _check(-1.0 <= t.min_view_cosine < 1.0 and t.erode_px >= 0, "fit.texture.min_view_cosine", "must be in [-1, 1) with erode_px >= 0")
+    _check(t.refine_steps >= 0 and 32 <= t.refine_render_size <= 4096, "fit.texture.refine_steps", "must be >= 0 with refine_render_size in [32, 4096]")
+    _check(0 <= t.refine_t_range[0] < t.refine_t_range[1] <= 1000, "fit.texture.refine_t_range", "must be (low, high) with 0 <= low < high <= 1000")
+    for name in ("lambda_sds_mse", "lambda_perceptual", "lambda_ref_l1", "lambda_tv"):
+        _check(getattr(t, name) >= 0, f"fit.texture.{name}", "must be >= 0")
+    _check(t.lr > 0, "fit.texture.lr", "must be positive")
+    _check(0.0 <= t.identity_max_azimuth <= 180.0, "fit.texture.identity_max_azimuth", "must be in [0, 180]")
+    _check(t.precision in ("fp16", "bf16", "fp32"), "fit.texture.precision", "must be fp16, bf16 or fp32")
 
 
 def _check_axes(init: InitConfig) -> None:

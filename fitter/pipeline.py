@@ -8,6 +8,7 @@ intake runs afresh (the intake reuses a complete `subject/` for the same photo a
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib
 import json
@@ -61,27 +62,46 @@ def stage_done(out: Path, stage: str, digest: str) -> bool:
         return False
 
 
+def with_effective_models(cfg: Config) -> Config:
+    """The config the stages run with: `models.preset=tiny-random` resolved to the tiny model folders
+    (built once in the cache), so the intake's ArcFace embedding and every stage load the same set."""
+    if cfg.models.preset != "tiny-random":
+        return cfg
+    from guidance.models import effective_models_config
+
+    return dataclasses.replace(cfg, models=effective_models_config(cfg.models))
+
+
 class Pipeline:
     def __init__(self, cfg: Config, image: Path, out: Path, resume: bool = False, stop_after: Optional[str] = None, prompt: Optional[str] = None):
-        self.cfg, self.image, self.out = cfg, Path(image), Path(out)
+        self.user_cfg, self.image, self.out = cfg, Path(image), Path(out)
+        self.cfg = with_effective_models(cfg)
         self.resume, self.stop_after, self.prompt = resume, stop_after, prompt
 
     def run(self) -> None:
         from fitter.intake import run_intake
+        from fitter.reference_user import check_user_maps
 
         t0 = time.perf_counter()
+        user_maps = check_user_maps(self.cfg, self.image)  # bad user maps: refused before anything is written
         # The intake validates the photo before creating anything under OUT.
         subject = run_intake(self.image, self.cfg, self.out / "subject", prompt=self.prompt)
         handler = self._start_log()
         try:
-            atomic.write_text(self.out / "config.yaml", to_yaml(self.cfg))
+            atomic.write_text(self.out / "config.yaml", to_yaml(self.user_cfg))
             log.info("intake: %s (%.1f s)", self.out / "subject", time.perf_counter() - t0)
             if self.stop_after == "intake":
                 return
+            self._reference_maps(subject, user_maps)
             self._run_stages(subject)
         finally:
             logging.getLogger("headfit").removeHandler(handler)
             handler.close()
+
+    def _reference_maps(self, subject: dict, user_maps: dict) -> None:
+        from fitter.reference_maps import ensure_reference_maps
+
+        ensure_reference_maps(self.cfg, self.out / "subject", subject, user_maps, resolve_device(self.cfg.run.device))
 
     def _start_log(self) -> logging.Handler:
         handler = logging.FileHandler(self.out / "run.log", encoding="utf-8")
@@ -95,7 +115,7 @@ class Pipeline:
     def _run_stages(self, subject: dict) -> None:
         ctx = RunContext(self.cfg, self.out, resolve_device(self.cfg.run.device), resume=self.resume)
         ctx.tensorboard = self._tensorboard()
-        hashes = stage_hashes(self.cfg, str(subject.get("input_sha256", "")))
+        hashes = stage_hashes(self.user_cfg, str(subject.get("input_sha256", "")))
         torch.use_deterministic_algorithms(self.cfg.run.deterministic, warn_only=True)
         ctx.stop.install()
         try:

@@ -13,12 +13,12 @@ def required_models(cfg: Config) -> list[ModelSpec]:
     m = cfg.models
     specs: list[ModelSpec] = []
     identity = False
+    isd = cfg.fit.geometry.isd
     if cfg.fit.geometry.lambda_isd > 0:
-        specs += [
-            ModelSpec("ISD base (SD1.5)", "models.base", m.base),
-            ModelSpec("landmark ControlNet (MediaPipe face)", "models.controlnet_landmarks", m.controlnet_landmarks, "config.json"),
-        ]
-        identity = True
+        specs.append(ModelSpec("ISD base (SD1.5)", "models.base", m.base))
+        if isd.landmark_control:
+            specs.append(ModelSpec("landmark ControlNet (MediaPipe face)", "models.controlnet_landmarks", m.controlnet_landmarks, "config.json"))
+        identity = identity or isd.identity_tokens
     if cfg.reference.source == "generate":
         specs += [
             ModelSpec("normal-adapted SD1.5", "models.normal_sd", m.normal_sd),
@@ -26,6 +26,10 @@ def required_models(cfg: Config) -> list[ModelSpec]:
             ModelSpec("canny ControlNet", "models.controlnet_canny", m.controlnet_canny, "config.json"),
         ]
         identity = True
+    if cfg.reference.source == "estimator" and m.depth_estimator:
+        from fitter.reference_estimate import depth_estimator_spec
+
+        specs.append(depth_estimator_spec(m))
     if cfg.fit.texture.mode == "diffusion":
         specs += [
             ModelSpec("texture base (SD1.5 family)", "models.texture_base", m.texture_base),
@@ -38,6 +42,8 @@ def required_models(cfg: Config) -> list[ModelSpec]:
             ModelSpec("IP-Adapter-FaceID (portrait)", "models.ip_adapter", m.ip_adapter, m.ip_adapter_weight),
             ModelSpec("ArcFace ONNX (identity embedding)", "models.arcface", m.arcface, ""),
         ]
+    if cfg.init.kind == "gan_inversion":
+        specs.append(ModelSpec("PanoHead generator (GAN-inversion init)", "models.panohead", m.panohead, ""))
     if cfg.intake.segmenter == "face_parsing":
         specs.append(ModelSpec("face parsing", "models.face_parsing", m.face_parsing, "config.json"))
     unique: dict[str, ModelSpec] = {}

@@ -20,7 +20,7 @@ from fitter import atomic
 from fitter.checkpoint import TrainState, load_checkpoint
 from fitter.config import GeometryConfig
 from fitter.context import RunContext
-from fitter.errors import UserError
+from fitter.geometry_guidance import GuidanceStep, build_guidance, guidance_state
 from fitter.geometry_losses import (
     loss_landmarks_depth,
     loss_landmarks_on_surface,
@@ -67,10 +67,31 @@ class Sculptor:
     init_points: torch.Tensor
     rng: np.random.Generator
     rasterizer: Rasterizer
+    guidance: Optional[GuidanceStep] = None
+
+    def is_guidance_step(self, step: int) -> bool:
+        every = self.cfg.guidance_every
+        return self.guidance is not None and step % every == every - 1
 
     def __call__(self, step: int) -> dict[str, torch.Tensor]:
-        cfg, ref = self.cfg, self.ref
         verts, faces = self.dmtet.get_mesh()
+        if self.is_guidance_step(step):
+            losses = {"loss_isd": self.cfg.lambda_isd * self.guidance.loss(verts, faces, step)[0]}
+            return losses | self._regularisers(verts, faces, step)
+        return self._reference_losses(verts, faces, step) | self._regularisers(verts, faces, step)
+
+    def _regularisers(self, verts: torch.Tensor, faces: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
+        cfg = self.cfg
+        terms = {
+            "loss_normal_consistency": (ramp(cfg.lambda_normal_consistency, cfg.lambda_normal_consistency_end, step, cfg.regulariser_ramp),
+                                        lambda: loss_normal_consistency(verts, faces, edge_face_pairs(faces))),
+            "loss_laplacian": (ramp(cfg.lambda_laplacian, cfg.lambda_laplacian_end, step, cfg.regulariser_ramp),
+                               lambda: loss_laplacian(verts, faces)),
+        }
+        return {name: weight * fn() for name, (weight, fn) in terms.items() if weight > 0}
+
+    def _reference_losses(self, verts: torch.Tensor, faces: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
+        cfg, ref = self.cfg, self.ref
         passes = ["mask", "depth"] + (["normal_cam"] if ref.normal is not None else [])
         out = self.rasterizer.render(verts, faces, ref.camera, passes)
         terms: dict[str, tuple[float, Callable[[], torch.Tensor]]] = {
@@ -80,10 +101,6 @@ class Sculptor:
                                     lambda: loss_landmarks_depth(out["depth"], out["mask"], ref.landmark_pixels, ref.landmark_depth)),
             "loss_symmetry": (cfg.lambda_symmetry, lambda: loss_symmetry(self.dmtet.sdf, self._near_surface(verts), ref.view_dir)),
             "loss_prior": (cfg.lambda_prior, lambda: loss_prior(self.dmtet.sdf, self.prior, self._near_init(), cfg.prior_band)),
-            "loss_normal_consistency": (ramp(cfg.lambda_normal_consistency, cfg.lambda_normal_consistency_end, step, cfg.regulariser_ramp),
-                                        lambda: loss_normal_consistency(verts, faces, edge_face_pairs(faces))),
-            "loss_laplacian": (ramp(cfg.lambda_laplacian, cfg.lambda_laplacian_end, step, cfg.regulariser_ramp),
-                               lambda: loss_laplacian(verts, faces)),
         }
         if ref.normal is not None:
             terms["loss_ref_normal"] = (cfg.lambda_ref_normal, lambda: loss_reference_normal(out["normal_cam"], ref.normal, ref.mask))
@@ -123,10 +140,24 @@ def band_state(dmtet: DMTet) -> tuple[Optional[Callable[[], dict]], Optional[Cal
     return get, put
 
 
+def combine_extras(hooks: list[tuple]) -> tuple[Optional[Callable[[], dict]], Optional[Callable[[dict], None]]]:
+    """One pair of checkpoint hooks from several (each owns distinct keys)."""
+    hooks = [(get, put) for get, put in hooks if get is not None]
+    if not hooks:
+        return None, None
+
+    def get_all() -> dict:
+        return {key: value for get, _ in hooks for key, value in get().items()}
+
+    def put_all(state: dict) -> None:
+        for _, put in hooks:
+            put(state)
+
+    return get_all, put_all
+
+
 def run(ctx: RunContext) -> None:
     cfg = ctx.cfg.fit.geometry
-    if cfg.lambda_isd > 0:
-        raise UserError("fit.geometry.lambda_isd > 0 needs identity-aware score distillation, which this build does not have yet; set fit.geometry.lambda_isd=0")
     out = ctx.stage_dir("geometry")
     seed = ctx.cfg.run.seed
     torch.manual_seed(seed)
@@ -138,10 +169,12 @@ def run(ctx: RunContext) -> None:
     if fit_error is not None:
         log.info("geometry: SDF fitted to the init (mean |error| %.4f)", fit_error)
     optimizer = torch.optim.Adam(dmtet.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
-    get_extra, set_extra = band_state(dmtet)
-    state = TrainState({"dmtet": dmtet}, {"adam": optimizer}, np.random.default_rng(seed), get_extra, set_extra)
-    sculptor = Sculptor(cfg, dmtet, ref, init_sdf, init_mesh.verts.to(ctx.device), state.rng,
-                        Rasterizer(cfg.render_backend))
+    rng, rasterizer = np.random.default_rng(seed), Rasterizer(cfg.render_backend)
+    guidance = build_guidance(ctx, rng, rasterizer) if cfg.lambda_isd > 0 else None
+    hooks = [band_state(dmtet)] + ([guidance_state(guidance)] if guidance is not None else [])
+    get_extra, set_extra = combine_extras(hooks)
+    state = TrainState({"dmtet": dmtet}, {"adam": optimizer}, rng, get_extra, set_extra)
+    sculptor = Sculptor(cfg, dmtet, ref, init_sdf, init_mesh.verts.to(ctx.device), rng, rasterizer, guidance)
     rebuild = None
     if cfg.narrow_band:
         def rebuild(step: int) -> None:
