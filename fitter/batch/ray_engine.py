@@ -1,10 +1,13 @@
 """`--engine ray`: one Ray task per subject, each asking for `num_gpus=--gpus-per-fit` and
-`num_cpus=--cpus-per-fit`, so Ray runs as many fits at once as the cluster's resources allow.
+`num_cpus=--cpus-per-fit`, so Ray runs as many fits at once as the cluster's resources allow. Ray
+sets OMP_NUM_THREADS to the task's CPUs and the fit inherits it, so fits sharing a machine do not
+oversubscribe its cores (on a 2-core box: two fits at once, one thread each).
 
 Without `--address` a new Ray instance is started on this machine (all its CPUs and GPUs), even if
 one is running already, and shut down at the end; with `--address auto` (or host:port) the batch
-joins a running cluster, whose nodes must see this repository, the photos and ROOT at the same paths. If Ray is already initialised in
-this process (as the tests do, with logical GPUs) that instance is used and left running.
+joins a running cluster, whose nodes must see this repository, the photos and ROOT at the same
+paths. If Ray is already initialised in this process (as the tests do, with logical GPUs), that
+instance is used and left running.
 
 Failed fits are retried inside the task (see task.py). Ray itself does not re-run a task whose
 worker or node died (a re-run could overlap the dying fit in the same folder): such a subject is
