@@ -170,9 +170,12 @@ def test_bad_inputs_exit_2_one_line_nothing_written(tmp_path, capsys, kind):
     assert not (tmp_path / "out").exists()
 
 
-def test_features_not_in_this_build_are_refused_before_any_work(tmp_path, capsys):
+def test_features_not_in_this_build_are_refused_before_any_work(tmp_path, capsys, monkeypatch):
+    from fitter import cli
+
+    monkeypatch.setattr(cli, "unavailable", lambda cfg: ["a missing part (set some.switch=off)"])
     out = tmp_path / "out"
-    code, _, err = run_cli(["--image", str(EXAMPLE), "--out", str(out), "models.preset=tiny-random"], capsys)
+    code, _, err = run_cli(["--image", str(EXAMPLE), "--config", PREVIEW, "--out", str(out)], capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1
-    assert "fit.texture.mode=projection" in err or "reference.source=none" in err
+    assert "some.switch=off" in err and "configs/preview.yaml" in err
     assert not out.exists()
