@@ -168,3 +168,11 @@ def test_reference_normal_and_depth_maps_are_used(tmp_path):
     assert {"loss_ref_normal", "loss_ref_depth", "loss_ref_depth_pearson"} <= set(final)
     assert all(np.isfinite(final[k]) for k in final)
     assert torch.is_tensor(passes["depth"])
+
+
+def test_a_vanished_surface_is_one_clear_line(tmp_path, capsys):
+    """Too few init-fit steps leave the field without a zero crossing: say what to change, exit 2."""
+    out = tmp_path / "run"
+    code = fit(out, "fit.geometry.init_fit_steps=2", "fit.geometry.init_fit_lr=0.0001")
+    err = capsys.readouterr().err
+    assert code == 2 and "fit.geometry.init_fit_steps" in err and "Traceback" not in err

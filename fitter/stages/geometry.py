@@ -20,6 +20,7 @@ from fitter import atomic
 from fitter.checkpoint import TrainState, load_checkpoint
 from fitter.config import GeometryConfig
 from fitter.context import RunContext
+from fitter.errors import DivergedError
 from fitter.geometry_guidance import GuidanceStep, build_guidance, guidance_state
 from fitter.geometry_losses import (
     loss_landmarks_depth,
@@ -75,6 +76,9 @@ class Sculptor:
 
     def __call__(self, step: int) -> dict[str, torch.Tensor]:
         verts, faces = self.dmtet.get_mesh()
+        if faces.shape[0] == 0:
+            raise DivergedError(f"geometry: the surface vanished at step {step} (the SDF has no zero crossing); "
+                                "raise fit.geometry.init_fit_steps or lower fit.geometry.lr")
         if self.is_guidance_step(step):
             losses = {"loss_isd": self.cfg.lambda_isd * self.guidance.loss(verts, faces, step)[0]}
             return losses | self._regularisers(verts, faces, step)
