@@ -17,7 +17,7 @@ from fitter.config import DEFAULT_CONFIG, REPO_ROOT, STAGES, Config, load_config
 from fitter.errors import MissingModelError, OutputError, StopRequested, UserError
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USER, EXIT_STOPPED = 0, 1, 2, 130
-SUBCOMMANDS = ("check-models", "eval", "batch")
+SUBCOMMANDS = ("check-models", "eval", "batch", "convert-panohead")
 PREVIEW_HINT = "python run.py --image PHOTO --config configs/preview.yaml"
 
 log = logging.getLogger("headfit")
@@ -106,6 +106,17 @@ def batch_parser() -> argparse.ArgumentParser:
     p.add_argument("--slurm-partition", default=None, help="submitit: SLURM partition")
     p.add_argument("overrides", nargs="*", metavar="key.path=value", help="config overrides for every fit")
     return p
+
+
+def cmd_convert_panohead(argv: Sequence[str]) -> int:
+    from guidance.panohead.convert import main as convert_main
+
+    try:
+        return convert_main(list(argv), prog="run.py convert-panohead")
+    except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
+        return int(exc.code or 0)
+    except (FileNotFoundError, ValueError) as exc:
+        raise UserError(f"cannot convert the PanoHead checkpoint: {exc}") from None
 
 
 def missing_models_message(cfg_path: Path, cfg: Config) -> Optional[str]:
@@ -229,6 +240,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return cmd_check_models(argv[1:])
         if argv and argv[0] == "eval":
             return cmd_eval(argv[1:])
+        if argv and argv[0] == "convert-panohead":
+            return cmd_convert_panohead(argv[1:])
         if argv and argv[0] == "batch":
             return cmd_batch(argv[1:])
         return cmd_fit(argv)

@@ -20,6 +20,14 @@ from guidance.panohead.tiny import TINY_KWARGS, tiny_generator
 from guidance.panohead.unpickle import PersistentRecord, extract_network
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: threads only add overhead (and contend under xdist)
+    yield
+    torch.set_num_threads(previous)
+
+
 class EasyDict(dict):
     """Plays dnnlib.util.EasyDict when pickling."""
 
@@ -172,3 +180,14 @@ def test_unknown_classes_are_refused():
     assert load_restricted(data).__name__ == "Linear"  # torch.nn.modules classes become inert records
     with pytest.raises(UnsafePickleError, match="collections.Counter"):
         load_restricted(pickle.dumps(__import__("collections").Counter(a=1)))
+
+
+def test_run_py_convert_panohead(monkeypatch, tmp_path, capsys):
+    from fitter.cli import main
+
+    pkl = tmp_path / "panohead.pkl"
+    pkl.write_bytes(persistence_pickle(tiny_generator(), monkeypatch))
+    assert main(["convert-panohead", str(pkl), str(tmp_path / "out.safetensors")]) == 0
+    assert read_weights(tmp_path / "out.safetensors").class_name == "TriPlaneGenerator"
+    assert main(["convert-panohead", str(tmp_path / "missing.pkl"), str(tmp_path / "x.safetensors")]) == 2
+    assert "cannot convert the PanoHead checkpoint" in capsys.readouterr().err

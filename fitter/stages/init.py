@@ -5,7 +5,8 @@ closed at the box; the geometry stage fits to it and keeps it as a prior) and `i
 surface). Kinds: `template` — the analytic head of `fitter/template_head.py` scaled to the
 subject's 3D landmarks, united with the inflated reference silhouette above the chin (hair volume);
 `mesh` — a user OBJ/PLY/GLB turned into our axes (`init.up_axis`, `init.front_axis`), centred and
-scaled to the template's size.
+scaled to the template's size; `gan_inversion` — PanoHead inverted on the photo (`fitter/init_gan.py`:
+its density's surface and SDF, plus `init/normals/`).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ def run(ctx: RunContext) -> None:
     out = ctx.stage_dir("init")
     kind = ctx.cfg.init.kind
     bound = ctx.cfg.fit.geometry.bound
+    surface = None
     if kind == "template":
         head = fit_to_landmarks(np.asarray(ctx.read_json("subject/landmarks.json")["world"], dtype=np.float64))
         hair = silhouette_volume(ctx)
@@ -52,10 +54,14 @@ def run(ctx: RunContext) -> None:
         mesh = user_mesh(Path(ctx.cfg.init.mesh_path), ctx.cfg.init.up_axis, ctx.cfg.init.front_axis)
         sdf = GridSDF.from_function(_mesh_sdf(mesh), MESH_SDF_RESOLUTION, bound)
         info = {"kind": "mesh", "source": str(ctx.cfg.init.mesh_path)}
+    elif kind == "gan_inversion":
+        from fitter.init_gan import gan_inversion_init
+
+        sdf, surface, info = gan_inversion_init(ctx, out, bound)
     else:  # validated by the config; a new kind must be added here
         raise UserError(f"init.kind={kind} is not available")
     sdf = sdf.closed()
-    surface = grid_to_mesh(sdf)
+    surface = grid_to_mesh(sdf) if surface is None else surface
     info.update({"bound": bound, "sdf_resolution": sdf.resolution, "num_verts": surface.num_verts, "num_faces": surface.num_faces})
     sdf.save(out / "sdf.npz")
     save_ply(surface, out / "mesh.ply")

@@ -74,8 +74,8 @@ def convert_checkpoint(pickle_path: str | Path, out: str | Path) -> NetworkWeigh
     return weights
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m guidance.panohead.convert",
+def main(argv: Optional[Sequence[str]] = None, prog: str = "python -m guidance.panohead.convert") -> int:
+    parser = argparse.ArgumentParser(prog=prog,
                                      description="Convert the official PanoHead network pickle to safetensors without running its code.")
     parser.add_argument("checkpoint", type=Path, help="the official .pkl (e.g. easy-khair-180-gpc0.8-trans10-025000.pkl)")
     parser.add_argument("out", type=Path, help="the .safetensors file to write")
