@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import NoReturn, Optional, Sequence
 
 from fitter.capabilities import unavailable
-from fitter.config import DEFAULT_CONFIG, REPO_ROOT, STAGES, Config, load_config
+from fitter.config import DEFAULT_CONFIG, REPO_ROOT, STAGES, Config, load_config, validate
 from fitter.errors import MissingModelError, OutputError, StopRequested, UserError
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USER, EXIT_STOPPED = 0, 1, 2, 130
@@ -49,8 +49,24 @@ def fit_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
     p.add_argument("--stop-after", choices=STAGES, default=None, help="stop after this stage")
     p.add_argument("--prompt", default=None, help="text prompt describing the subject")
+    p.add_argument("--normal", type=Path, default=None, help="reference normal map aligned with the photo (same size; RGB = (n+1)/2, "
+                   "OpenGL camera frame unless reference.user_normal_convention=opencv); sets reference.source=user")
+    p.add_argument("--depth", type=Path, default=None, help="reference depth map aligned with the photo (same size; grey, "
+                   "larger = farther); sets reference.source=user")
     p.add_argument("overrides", nargs="*", metavar="key.path=value", help="config overrides")
     return p
+
+
+def apply_reference_options(cfg: Config, normal: Optional[Path], depth: Optional[Path]) -> None:
+    """--normal/--depth: reference.source=user with those maps (in place, then validated)."""
+    if normal is None and depth is None:
+        return
+    cfg.reference.source = "user"
+    if normal is not None:
+        cfg.reference.normal_path = str(normal)
+    if depth is not None:
+        cfg.reference.depth_path = str(depth)
+    validate(cfg)
 
 
 def check_models_parser() -> argparse.ArgumentParser:
@@ -163,6 +179,7 @@ def cmd_fit(argv: Sequence[str]) -> int:
 
     args = fit_parser().parse_intermixed_args(argv)
     cfg = load_config(args.config, args.overrides)
+    apply_reference_options(cfg, args.normal, args.depth)
     message = missing_models_message(args.config, cfg)
     if message:
         raise MissingModelError(message)

@@ -490,7 +490,7 @@ def _check_reference(cfg: Config) -> None:
     _check(r.source != "estimator" or bool(cfg.models.normal_estimator or cfg.models.depth_estimator),
            "reference.source", "estimator needs models.normal_estimator or models.depth_estimator")
     _check(r.user_normal_convention in ("opengl", "opencv"), "reference.user_normal_convention", "must be opengl or opencv")
-    _check(64 <= r.size <= 2048 and r.size % 64 == 0, "reference.size", "must be a multiple of 64 in [64, 2048]")
+    _check(32 <= r.size <= 2048 and r.size % 32 == 0, "reference.size", "must be a multiple of 32 in [32, 2048]")
     _check(1 <= r.steps <= 1000, "reference.steps", "must be in [1, 1000]")
     _check(r.guidance_scale >= 0 and r.normal_ip_scale >= 0 and r.depth_ip_scale >= 0, "reference.guidance_scale",
            "and the ip scales must be >= 0")

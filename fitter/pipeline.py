@@ -80,8 +80,10 @@ class Pipeline:
 
     def run(self) -> None:
         from fitter.intake import run_intake
+        from fitter.reference_user import check_user_maps
 
         t0 = time.perf_counter()
+        user_maps = check_user_maps(self.cfg, self.image)  # bad user maps: refused before anything is written
         # The intake validates the photo before creating anything under OUT.
         subject = run_intake(self.image, self.cfg, self.out / "subject", prompt=self.prompt)
         handler = self._start_log()
@@ -90,10 +92,16 @@ class Pipeline:
             log.info("intake: %s (%.1f s)", self.out / "subject", time.perf_counter() - t0)
             if self.stop_after == "intake":
                 return
+            self._reference_maps(subject, user_maps)
             self._run_stages(subject)
         finally:
             logging.getLogger("headfit").removeHandler(handler)
             handler.close()
+
+    def _reference_maps(self, subject: dict, user_maps: dict) -> None:
+        from fitter.reference_maps import ensure_reference_maps
+
+        ensure_reference_maps(self.cfg, self.out / "subject", subject, user_maps, resolve_device(self.cfg.run.device))
 
     def _start_log(self) -> logging.Handler:
         handler = logging.FileHandler(self.out / "run.log", encoding="utf-8")
