@@ -147,11 +147,28 @@ class GanInversionConfig:
 @dataclass
 class InitConfig:
     kind: str = "template"
-    """`template` | `mesh` | `gan_inversion` (later: `multiview`)."""
+    """`template` | `mesh` | `gan_inversion` | `multiview`."""
     mesh_path: Optional[str] = None
     up_axis: str = "+y"
     front_axis: str = "+z"
     gan: GanInversionConfig = field(default_factory=GanInversionConfig)
+    views_dir: Optional[str] = None
+    """init.kind=multiview: folder of views plus `cameras.json` (see fitter/multiview/views.py), or images
+    matched in file-name order to `views_preset`."""
+    views_preset: str = "none"
+    """`none` (read cameras.json) | `facelift` | `zero123pp` | `ring16` (fitter/multiview/presets.py)."""
+    preset_azimuth: float = 0.0
+    """Azimuth (degrees) of the preset's input view; the preset's offsets are added to it."""
+    preset_elevation: float = 0.0
+    preset_radius: float = 4.6
+    preset_fov_deg: float = 30.0
+    views_size: int = 256
+    """Rows of the view images the multi-view fit works at (resized)."""
+    views_fit_steps: int = 200
+    views_grid_resolution: int = 64
+    """Cubes per axis of the multi-view fit's tet grid over the fitting box."""
+    views_texture_resolution: int = 1024
+    views_texture_max_faces: int = 20_000
 
 
 @dataclass
@@ -474,7 +491,8 @@ def validate(cfg: Config) -> None:
     _check(e.turntable_frames >= 1 and e.turntable_fps >= 1, "export.turntable_frames", "and turntable_fps must be >= 1")
     _check(e.view_radius > 1.5 and 5.0 <= e.view_fov_deg <= 120.0, "export.view_radius", "must be > 1.5 with view_fov_deg in [5, 120]")
     _check(-89.0 <= e.turntable_elevation_deg <= 89.0, "export.turntable_elevation_deg", "must be in [-89, 89]")
-    _check(cfg.init.kind in ("template", "mesh", "gan_inversion"), "init.kind", "must be one of template, mesh, gan_inversion")
+    _check(cfg.init.kind in ("template", "mesh", "gan_inversion", "multiview"), "init.kind", "must be one of template, mesh, gan_inversion, multiview")
+    _check_multiview(cfg.init)
     _check_axes(cfg.init)
     _check(cfg.init.kind != "mesh" or bool(cfg.init.mesh_path), "init.mesh_path", "is required with init.kind=mesh")
     _check_gan(cfg.init.gan)
@@ -516,6 +534,17 @@ def _check_texture_diffusion(t: TextureConfig) -> None:
     _check(t.lr > 0, "fit.texture.lr", "must be positive")
     _check(0.0 <= t.identity_max_azimuth <= 180.0, "fit.texture.identity_max_azimuth", "must be in [0, 180]")
     _check(t.precision in ("fp16", "bf16", "fp32"), "fit.texture.precision", "must be fp16, bf16 or fp32")
+
+
+def _check_multiview(init: InitConfig) -> None:
+    _check(init.kind != "multiview" or bool(init.views_dir), "init.views_dir", "is required with init.kind=multiview")
+    _check(init.views_preset in ("none", "facelift", "zero123pp", "ring16"), "init.views_preset", "must be none, facelift, zero123pp or ring16")
+    _check(init.preset_radius > 0 and 1.0 <= init.preset_fov_deg <= 150.0, "init.preset_radius", "must be positive with preset_fov_deg in [1, 150]")
+    _check(-89.0 <= init.preset_elevation <= 89.0, "init.preset_elevation", "must be in [-89, 89]")
+    _check(32 <= init.views_size <= 2048 and init.views_fit_steps >= 0, "init.views_size", "must be in [32, 2048] with views_fit_steps >= 0")
+    _check(16 <= init.views_grid_resolution <= 128, "init.views_grid_resolution", "must be in [16, 128]")
+    _check(64 <= init.views_texture_resolution <= 8192 and init.views_texture_max_faces >= 1000,
+           "init.views_texture_resolution", "must be in [64, 8192] with views_texture_max_faces >= 1000")
 
 
 def _check_axes(init: InitConfig) -> None:

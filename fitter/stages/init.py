@@ -6,7 +6,8 @@ surface). Kinds: `template` — the analytic head of `fitter/template_head.py` s
 subject's 3D landmarks, united with the inflated reference silhouette above the chin (hair volume);
 `mesh` — a user OBJ/PLY/GLB turned into our axes (`init.up_axis`, `init.front_axis`), centred and
 scaled to the template's size; `gan_inversion` — PanoHead inverted on the photo (`fitter/init_gan.py`:
-its density's surface and SDF, plus `init/normals/`).
+its density's surface and SDF, plus `init/normals/`); `multiview` — a surface fitted to a folder of
+views (`fitter/init_multiview.py`), plus its texture from the views in `init/textured.obj`.
 """
 
 from __future__ import annotations
@@ -58,6 +59,10 @@ def run(ctx: RunContext) -> None:
         from fitter.init_gan import gan_inversion_init
 
         sdf, surface, info = gan_inversion_init(ctx, out, bound)
+    elif kind == "multiview":
+        from fitter.init_multiview import multiview_init
+
+        sdf, surface, info = multiview_init(ctx, out, bound)
     else:  # validated by the config; a new kind must be added here
         raise UserError(f"init.kind={kind} is not available")
     sdf = sdf.closed()

@@ -18,6 +18,7 @@ from fitter import atomic
 from fitter.config import TextureConfig
 from fitter.context import RunContext
 from fitter.errors import UserError
+from fitter.multiview.texture import colours_near
 from fitter.template_head import FOREHEAD
 from fitter.texture_projection import (
     dilate_into_gutters,
@@ -62,7 +63,9 @@ def load_subject_images(ctx: RunContext) -> dict:
     mask = np.asarray(Image.open(subject / "mask.png").convert("L"), dtype=np.float32) / 255.0
     camera = Camera.from_dict(ctx.read_json("subject/camera.json"))
     landmarks = ctx.read_json("subject/landmarks.json")
+    init_textured = ctx.out / "init" / "textured.obj"
     return {
+        "init_textured": read_mesh(init_textured) if init_textured.is_file() else None,
         "image": torch.from_numpy(image),
         "mask": torch.from_numpy(mask),
         "camera": camera.resized(image.shape[1], image.shape[0]),
@@ -83,6 +86,8 @@ def projection_texture(mesh: Mesh, subject: dict, cfg: TextureConfig, seed: int)
     anchor, weights = hair_anchor(mesh, subject, cfg.hair_anchor_weight)
     filled_v = harmonic_fill(mesh, vertex_colours, known_v, anchor, weights)
     fill = texels_from_vertices(surface, mesh, filled_v)
+    if subject.get("init_textured") is not None:  # init.kind=multiview: the views' colours instead of the smooth fill
+        fill = colours_near(subject["init_textured"], surface.position.reshape(-1, 3)).reshape(fill.shape).to(fill)
     texture = colour * known[..., None] + fill * (1.0 - known[..., None])
     texture = dilate_into_gutters(texture.clamp(0.0, 1.0), surface.valid)
     valid = surface.valid.float()
