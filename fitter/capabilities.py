@@ -13,6 +13,4 @@ def unavailable(cfg: Config) -> list[str]:
     missing = []
     if cfg.reference.source == "estimator" and cfg.models.normal_estimator:
         missing.append("a reference normal estimator (unset models.normal_estimator; models.depth_estimator works)")
-    if cfg.fit.texture.mode == "diffusion":
-        missing.append("diffusion texturing (set fit.texture.mode=projection)")
     return missing

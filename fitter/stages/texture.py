@@ -4,11 +4,14 @@ Reads `geometry/mesh.ply` and `subject/` (photo, mask, camera, landmarks); write
 `texture/head.obj` (+ `.mtl`, `.png`) and `texture/texture.json` (coverage numbers).
 Mode `projection`: the photo projected where it is seen, the face mirrored onto its hidden half, a
 smooth fill over the surface for the rest, dilation across UV seams.
+Mode `diffusion` (`fitter/texture_diffusion.py`): the projection as the start, then progressive
+inpainting along a camera trajectory, SDEdit refinement, optional super-resolution, dilation.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -30,18 +33,21 @@ from fitter.texture_projection import (
 )
 from representations.cameras import Camera
 from representations.mesh import Mesh, UnwrapOptions, UVUnwrapError, read_mesh, save_obj, unwrap_uv
-from representations.render.texel import texel_surface
+from representations.render.texel import TexelSurface, texel_surface
 
 log = logging.getLogger("headfit")
 
 
 def run(ctx: RunContext) -> None:
     cfg = ctx.cfg.fit.texture
-    if cfg.mode != "projection":
-        raise UserError(f"fit.texture.mode={cfg.mode} is not available in this build; use fit.texture.mode=projection")
     mesh = unwrap(read_mesh(ctx.out / "geometry" / "mesh.ply"), cfg)
     subject = load_subject_images(ctx)
-    texture, stats = projection_texture(mesh, subject, cfg, ctx.cfg.run.seed)
+    if cfg.mode == "diffusion":
+        from fitter.texture_diffusion import diffusion_texture
+
+        texture, stats = diffusion_texture(ctx, mesh, subject, cfg)
+    else:
+        texture, stats = projection_texture(mesh, subject, cfg, ctx.cfg.run.seed)
     out = ctx.stage_dir("texture")
     save_obj(mesh.replace(texture=texture), out / "head.obj")
     atomic.write_json(out / "texture.json", stats)
@@ -75,6 +81,22 @@ def load_subject_images(ctx: RunContext) -> dict:
 
 
 def projection_texture(mesh: Mesh, subject: dict, cfg: TextureConfig, seed: int) -> tuple[torch.Tensor, dict]:
+    layers = projection_layers(mesh, subject, cfg)
+    return layers.texture, layers.stats
+
+
+@dataclass
+class ProjectionLayers:
+    """The projection texture (T, T, 3) and what it was made of: the texel surface and each photo
+    source's confidence (T, T) (`project_photo`)."""
+
+    texture: torch.Tensor
+    surface: TexelSurface
+    confidences: dict[str, torch.Tensor]
+    stats: dict
+
+
+def projection_layers(mesh: Mesh, subject: dict, cfg: TextureConfig) -> ProjectionLayers:
     surface = texel_surface(mesh.verts.float(), mesh.faces, mesh.uv.float(), mesh.uv_faces, cfg.resolution,
                             normals=smoothed_normals(mesh))
     colour, confidences = project_photo(
@@ -94,7 +116,7 @@ def projection_texture(mesh: Mesh, subject: dict, cfg: TextureConfig, seed: int)
     stats = {"resolution": cfg.resolution, "faces": mesh.num_faces, "hair_colour": None if anchor is None else [float(c) for c in anchor]}
     for name, confidence in confidences.items():
         stats[f"{name}_fraction"] = float((confidence > 0.5).float().mul(valid).sum() / valid.sum())
-    return texture.float(), stats
+    return ProjectionLayers(texture.float(), surface, confidences, stats)
 
 
 def hair_mask(subject: dict) -> torch.Tensor:
