@@ -356,6 +356,9 @@ class RunConfig:
     checkpoint_every: int = 200
     max_nan_rollbacks: int = 5
     tensorboard: bool = False
+    dry_run: Optional[bool] = None
+    """Scale the schedule down to a CPU dry run (see fitter/dry_run.py). Default: on with
+    models.preset=tiny-random, off otherwise."""
     deterministic: bool = True
     """Use torch's deterministic kernels. Several CPU backward passes (index_put with accumulate)
     otherwise add in a thread-dependent order, so two runs, or a run and its resume, drift apart."""

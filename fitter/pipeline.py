@@ -20,7 +20,7 @@ from typing import Optional
 
 import torch
 
-from fitter import atomic
+from fitter import atomic, dry_run
 from fitter.config import STAGES, Config, as_dict, to_yaml
 from fitter.context import RunContext, resolve_device
 from fitter.errors import StopRequested
@@ -74,6 +74,9 @@ def with_effective_models(cfg: Config) -> Config:
 
 class Pipeline:
     def __init__(self, cfg: Config, image: Path, out: Path, resume: bool = False, stop_after: Optional[str] = None, prompt: Optional[str] = None):
+        if dry_run.wanted(cfg):
+            cfg = dry_run.scaled(cfg)
+            log.warning("dry run: the schedule is scaled down to CPU minutes (run.dry_run=false keeps it)")
         self.user_cfg, self.image, self.out = cfg, Path(image), Path(out)
         self.cfg = with_effective_models(cfg)
         self.resume, self.stop_after, self.prompt = resume, stop_after, prompt

@@ -97,3 +97,24 @@ def test_every_ablation_changes_one_switch():
     for name, check in expected.items():
         cfg = load_config(REPO_ROOT / "configs" / "ablations" / f"{name}.yaml")
         assert check(cfg) and not check(hero), name
+
+
+def test_hero_command_with_tiny_models_completes(tmp_path):
+    """The issue's dry run, verbatim: the hero config with the tiny-random preset, all five stages."""
+    out = tmp_path / "run"
+    assert main(["--image", EXAMPLE, "--config", HERO, "--out", str(out), "models.preset=tiny-random"]) == 0
+    for name in ("head.glb", "head.obj", "head.png", "turntable.mp4", "metrics.json", "report.html",
+                 "subject/normal.png", "subject/depth.png"):
+        assert (out / name).is_file(), name
+    saved = load_config(out / "config.yaml")
+    assert saved.models.preset == "tiny-random" and saved.fit.geometry.steps == 24  # the dry-run schedule, recorded
+    assert {"loss_isd", "loss_ref_normal", "loss_ref_depth"} <= set(history(out))
+
+
+def test_dry_run_keeps_smaller_values_and_can_be_switched_off():
+    from fitter.dry_run import scaled, wanted
+
+    cfg = load_config(HERO, ["models.preset=tiny-random", "fit.geometry.steps=10"])
+    assert wanted(cfg) and scaled(cfg).fit.geometry.steps == 10 and scaled(cfg).fit.geometry.render_size == 96
+    assert not wanted(load_config(HERO, ["models.preset=tiny-random", "run.dry_run=false"]))
+    assert not wanted(load_config(HERO))
