@@ -20,6 +20,7 @@ from torch import Tensor
 from guidance import sds
 from guidance.denoiser import Denoiser, VAECodec
 from guidance.isd import ISDConfig, ISDGuidance
+from guidance.controlnet_sample import decode_latents
 
 
 class ImageCodec(Protocol):
@@ -32,8 +33,7 @@ class VAEImageCodec(VAECodec):
     """`VAECodec` that also decodes: latents (n, 4, h, w) → images (n, 3, H, W) in [0, 1]."""
 
     def decode(self, latents: Tensor) -> Tensor:
-        z = (latents / self.vae.config.scaling_factor).to(self.vae.dtype)
-        return ((self.vae.decode(z).sample.float() + 1.0) * 0.5).clamp(0.0, 1.0)
+        return decode_latents(self.vae, latents)
 
 
 @dataclass

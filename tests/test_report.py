@@ -23,15 +23,10 @@ from fitter.cli import main
 from fitter.config import REPO_ROOT
 from fitter.report.viewer import npm_cache_dir
 from representations.cameras import EVAL_VIEWS
+from tests.test_pipeline import SMOKE
 
 EXAMPLE = str(REPO_ROOT / "examples" / "astronaut.png")
 PREVIEW = str(REPO_ROOT / "configs" / "preview.yaml")
-SMOKE = [
-    "fit.geometry.steps=12", "fit.geometry.init_fit_steps=30", "fit.geometry.grid_resolution=40",
-    "fit.geometry.render_size=96", "fit.geometry.band_rebuild_every=5", "fit.texture.resolution=256",
-    "fit.texture.max_faces=4000", "export.view_size=128", "export.turntable_frames=6",
-    "export.turntable_size=128", "run.checkpoint_every=4",
-]
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
