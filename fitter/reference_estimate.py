@@ -7,7 +7,8 @@ Its `predicted_depth` (B, h, w) is resized to the crop. Relative models (DPT, De
 says `depth_estimation_type: metric` predicts depth, bigger = farther. `estimate_depth` returns
 "larger = farther" either way: relative predictions are negated. For a head a few units from the
 camera that is depth up to scale and shift within about its relative depth range (a few percent),
-which is what the depth losses assume.
+which is what the depth losses assume. Normals (models.normal_estimator, a Marigold normals
+pipeline) are fitter/reference_estimate_normals.py.
 """
 
 from __future__ import annotations

@@ -3,7 +3,9 @@
 Runs after the intake and before init (`Pipeline.run`), from `reference.source`:
   generate   ID-aware normal/depth-adapted SD + canny ControlNet (fitter/reference_generate.py)
   user       maps aligned with the original photo, warped into the crop (fitter/reference_user.py)
-  estimator  a transformers depth-estimation model (fitter/reference_estimate.py)
+  estimator  a diffusers Marigold normals pipeline, models.normal_estimator
+             (fitter/reference_estimate_normals.py), and/or a transformers depth-estimation model,
+             models.depth_estimator (fitter/reference_estimate.py): normal.png, depth.png or both
   none       no maps; maps this step wrote earlier are removed, maps put in subject/ by hand stay.
 Output conventions are fitter/reference.py's: normals in the OpenGL camera frame of the reference
 crop, RGB = (n + 1) / 2 (8-bit), black outside subject/mask.png; depth 16-bit grey, larger =
@@ -47,7 +49,7 @@ MODEL_NORMAL_SIGNS = (1.0, 1.0, 1.0)
 """Signs taking the normal-adapted SD's decoded (2c − 1) into our OpenGL camera frame (see docstring)."""
 MODEL_FIELDS = {
     "generate": ("normal_sd", "depth_sd", "controlnet_canny", "ip_adapter", "ip_adapter_weight", "arcface"),
-    "estimator": ("depth_estimator",),
+    "estimator": ("normal_estimator", "depth_estimator"),
     "user": (),
 }
 
@@ -162,9 +164,18 @@ def produce_maps(cfg: Config, subject_dir: Path, subject: dict, user_maps: dict[
         if "depth" in warped:
             files["depth.png"] = encode_depth(*warped["depth"], mask)
     elif source == "estimator":
-        from fitter.reference_estimate import estimate_depth
+        crop = reference_crop(subject_dir, size)
+        if cfg.models.normal_estimator:
+            from fitter.reference_estimate_normals import estimate_normals
 
-        files["depth.png"] = encode_depth(estimate_depth(cfg.models, reference_crop(subject_dir, size), device), mask, mask)
+            r = cfg.reference
+            normals = estimate_normals(cfg.models, crop, device, steps=r.estimator_steps, ensemble=r.estimator_ensemble,
+                                       resolution=r.estimator_resolution, convention=r.estimator_normal_convention, seed=cfg.run.seed)
+            files["normal.png"] = encode_normals(normals, np.linalg.norm(normals, axis=-1) > 0.5, mask)
+        if cfg.models.depth_estimator:
+            from fitter.reference_estimate import estimate_depth
+
+            files["depth.png"] = encode_depth(estimate_depth(cfg.models, crop, device), mask, mask)
     return files
 
 

@@ -26,6 +26,10 @@ def required_models(cfg: Config) -> list[ModelSpec]:
             ModelSpec("canny ControlNet", "models.controlnet_canny", m.controlnet_canny, "config.json"),
         ]
         identity = True
+    if cfg.reference.source == "estimator" and m.normal_estimator:
+        from fitter.reference_estimate_normals import normal_estimator_spec
+
+        specs.append(normal_estimator_spec(m))
     if cfg.reference.source == "estimator" and m.depth_estimator:
         from fitter.reference_estimate import depth_estimator_spec
 

@@ -136,3 +136,29 @@ def write_model_index(folder: Path) -> None:
         "feature_extractor": [None, None],
     }
     (folder / "model_index.json").write_text(json.dumps(index, indent=2))
+
+
+def tiny_marigold_normals(folder: Path, seed: int = 0) -> Path:
+    """A tiny random Marigold normals pipeline saved in ``folder`` (diffusers `MarigoldNormalsPipeline`
+    layout, safetensors): a UNet on 8 input channels (image latent ⊕ normals latent), the tiny VAE
+    (×2, so processing resolutions must be even), the tiny CLIP text encoder/tokenizer for the empty
+    prompt, and a v-prediction DDIM scheduler with trailing timesteps as prs-eth/marigold-normals-v1-1
+    has; 2 default denoising steps at a default processing resolution of 32."""
+    from diffusers import DDIMScheduler, MarigoldNormalsPipeline, UNet2DConditionModel
+
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        tokenizer = tiny_tokenizer()
+        unet = UNet2DConditionModel(sample_size=16, in_channels=8, out_channels=4, block_out_channels=UNET_CHANNELS,
+                                    layers_per_block=1, down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                                    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=CROSS_DIM,
+                                    attention_head_dim=8, norm_num_groups=8)
+        scheduler = DDIMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                                  clip_sample=False, set_alpha_to_one=False, steps_offset=1, prediction_type="v_prediction",
+                                  timestep_spacing="trailing", rescale_betas_zero_snr=False)
+        pipe = MarigoldNormalsPipeline(unet=unet, vae=tiny_vae(), scheduler=scheduler,
+                                       text_encoder=tiny_text_encoder(len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id),
+                                       tokenizer=tokenizer, prediction_type="normals", use_full_z_range=True,
+                                       default_denoising_steps=2, default_processing_resolution=32)
+        pipe.save_pretrained(folder, safe_serialization=True)
+    return folder
