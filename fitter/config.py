@@ -80,8 +80,9 @@ class ModelsConfig:
     lpips: Optional[str] = None
     """LPIPS (AlexNet) weight file for `run.py eval`: torchvision `features.N.*` plus LPIPS `linK.model.1.weight`."""
     normal_estimator: Optional[str] = None
-    """Normal estimator for reference.source=estimator: a diffusers pipeline folder/hub id whose output
-    `.prediction` holds camera-space normals in [-1, 1] (e.g. Marigold normals); see fitter/reference_estimate.py."""
+    """Normal estimator for reference.source=estimator: a diffusers `MarigoldNormalsPipeline` folder/hub id
+    (e.g. prs-eth/marigold-normals-v1-1); its frame is reference.estimator_normal_convention, its settings
+    reference.estimator_*. See fitter/reference_estimate_normals.py."""
     depth_estimator: Optional[str] = None
     """Depth estimator for reference.source=estimator: a transformers `AutoModelForDepthEstimation` folder/hub id
     (DPT, Depth Anything) with its image processor."""
@@ -115,6 +116,16 @@ class ReferenceConfig:
     depth_ip_scale: float = 0.1
     """IP-Adapter-FaceID identity-token strength for the normal and the depth map."""
     negative_prompt: str = ""
+    estimator_steps: Optional[int] = None
+    """Denoising steps of the `estimator` normal model (null: the model's default_denoising_steps)."""
+    estimator_ensemble: int = 1
+    """Ensemble size of the `estimator` normal model (Marigold: 1, or 3 and more; 2 is no better than 1)."""
+    estimator_resolution: Optional[int] = None
+    """Processing resolution of the `estimator` normal model: a multiple of 8, 0 = the crop's size
+    (null: the model's default_processing_resolution)."""
+    estimator_normal_convention: str = "opengl"
+    """Camera frame the normal estimator predicts in: `opengl` (x right, y up, z towards the viewer; Marigold)
+    or `opencv` (x right, y down, z away from the viewer), converted like reference.user_normal_convention."""
 
 
 @dataclass
@@ -511,6 +522,11 @@ def _check_reference(cfg: Config) -> None:
     _check(r.source != "estimator" or bool(cfg.models.normal_estimator or cfg.models.depth_estimator),
            "reference.source", "estimator needs models.normal_estimator or models.depth_estimator")
     _check(r.user_normal_convention in ("opengl", "opencv"), "reference.user_normal_convention", "must be opengl or opencv")
+    _check(r.estimator_normal_convention in ("opengl", "opencv"), "reference.estimator_normal_convention", "must be opengl or opencv")
+    _check(r.estimator_steps is None or 1 <= r.estimator_steps <= 1000, "reference.estimator_steps", "must be in [1, 1000] or null")
+    _check(1 <= r.estimator_ensemble <= 64, "reference.estimator_ensemble", "must be in [1, 64]")
+    _check(r.estimator_resolution is None or (0 <= r.estimator_resolution <= 4096 and r.estimator_resolution % 8 == 0),
+           "reference.estimator_resolution", "must be a multiple of 8 in [0, 4096] or null")
     _check(32 <= r.size <= 2048 and r.size % 32 == 0, "reference.size", "must be a multiple of 32 in [32, 2048]")
     _check(1 <= r.steps <= 1000, "reference.steps", "must be in [1, 1000]")
     _check(r.guidance_scale >= 0 and r.normal_ip_scale >= 0 and r.depth_ip_scale >= 0, "reference.guidance_scale",
