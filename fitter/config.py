@@ -233,7 +233,24 @@ class GeometryConfig:
     """Half side of the fitting box in world units (the head spans about ±0.9, the neck cut -1.15)."""
     render_size: int = 512
     init_fit_steps: int = 1000
+    """Phase 1a: steps of L1 regression of the SDF to the init's (`init/sdf.npz`), the warm start."""
     init_fit_lr: float = 0.01
+    init_view_steps: int = 1000
+    """Phase 1b (the paper's first phase): steps of normal loss to the init's normal views; 0 skips it.
+    See fitter/geometry_init_views.py."""
+    init_view_lr: float = 0.005
+    init_view_batch: int = 4
+    """Views rendered per phase-1b step."""
+    init_view_count: int = 40
+    """Views rendered from `init/mesh.ply` when the init wrote no `init/normals/` (azimuth i·360/n)."""
+    init_view_elevations: list[float] = field(default_factory=lambda: [-5.0, 30.0])
+    """Elevations (degrees) the rendered ring cycles through: the second sees the top of the head."""
+    init_view_radius: float = 4.0
+    init_view_fov: float = 35.0
+    lambda_init_normal: float = 1.0
+    """Phase 1b: mean 1 − cos to the init's camera-space normals where both surfaces cover."""
+    lambda_init_mask: float = 1.0
+    """Phase 1b: MSE of the rendered silhouette to the init's."""
     hash_levels: int = 16
     hash_log2_table: int = 19
     hash_base_res: int = 16
@@ -468,6 +485,12 @@ def validate(cfg: Config) -> None:
     _check(g.mlp_hidden >= 1 and g.mlp_layers >= 1, "fit.geometry.mlp_hidden", "and mlp_layers must be >= 1")
     _check(1 <= g.hash_base_res <= g.hash_finest_res, "fit.geometry.hash_base_res", "must be in [1, hash_finest_res]")
     _check(g.lr > 0 and g.init_fit_lr > 0, "fit.geometry.lr", "and init_fit_lr must be positive")
+    _check(g.init_view_steps >= 0 and g.init_view_lr > 0, "fit.geometry.init_view_steps", "must be >= 0 with init_view_lr positive")
+    _check(g.init_view_batch >= 1 and g.init_view_count >= 1, "fit.geometry.init_view_batch", "and init_view_count must be >= 1")
+    _check(len(g.init_view_elevations) >= 1 and all(-89.0 <= e <= 89.0 for e in g.init_view_elevations),
+           "fit.geometry.init_view_elevations", "must be one or more angles in [-89, 89]")
+    _check(g.init_view_radius > g.bound and 5.0 <= g.init_view_fov <= 120.0, "fit.geometry.init_view_radius",
+           "must exceed fit.geometry.bound, with init_view_fov in [5, 120]")
     _check(16 <= g.grid_resolution <= 1024, "fit.geometry.grid_resolution", "must be in [16, 1024]")
     _check(g.narrow_band is None or g.narrow_band >= 1.0, "fit.geometry.narrow_band", "must be >= 1 grid spacing or null")
     _check(g.grid_resolution <= 160 or g.narrow_band is not None, "fit.geometry.grid_resolution",

@@ -17,6 +17,8 @@ from fitter.config import Config
 SCHEDULE = {
     "fit.geometry.steps": 24,
     "fit.geometry.init_fit_steps": 60,
+    "fit.geometry.init_view_steps": 8,
+    "fit.geometry.init_view_batch": 2,
     "fit.geometry.grid_resolution": 48,
     "fit.geometry.band_rebuild_every": 8,
     "fit.geometry.render_size": 96,

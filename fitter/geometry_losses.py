@@ -67,6 +67,12 @@ def loss_reference_normal(rendered: Tensor, target: Tensor, mask: Tensor) -> Ten
     return ((rendered - target).square() * weight).sum() / weight.sum().clamp_min(1.0)
 
 
+def loss_normal_cosine(rendered: Tensor, target: Tensor, mask: Tensor) -> Tensor:
+    """Mean 1 - cos between normals (H, W, 3) over the pixels where ``mask`` (H, W, 1) is set."""
+    cos = F.cosine_similarity(rendered, target, dim=-1, eps=1e-8)[..., None]
+    return ((1.0 - cos) * mask).sum() / mask.sum().clamp_min(1.0)
+
+
 def _masked_values(depth: Tensor, target: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
     keep = mask[..., 0] > 0.5
     return depth[..., 0][keep], target[..., 0][keep]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -50,12 +51,24 @@ def test_tiny_hero_geometry_runs_isd_every_third_step(hero_run):
     assert "preset: tiny-random" in saved  # the run records what the user asked for, not cache paths
 
 
-def test_resume_with_isd_matches_uninterrupted(hero_run, tmp_path, monkeypatch):
-    stop = int(np.random.default_rng().integers(1, 11))
+def test_tiny_hero_geometry_first_fits_the_init_normal_views(hero_run):
+    saved = torch.load(hero_run / "geometry" / "init_views.pt", weights_only=True)
+    assert saved["step"] == 8  # the dry-run schedule of phase 1b
+    assert [step for step, _ in saved["history"]["loss_init_normal"]] == list(range(1, 9))
+    assert {"loss_init_normal", "loss_init_mask"} <= set(saved["history"])
+    summary = json.loads((hero_run / "geometry" / "geometry.json").read_text())
+    assert summary["init_fit_error"] < 0.05
+    assert summary["init_view_agreement"]["normal_cosine"] > 0.8 and summary["init_view_agreement"]["silhouette_iou"] > 0.8
+
+
+@pytest.mark.parametrize("phase, last", [("init_views", 8), ("sculpt", 12)])
+def test_resume_with_isd_matches_uninterrupted(hero_run, tmp_path, monkeypatch, phase, last):
+    """Stopped at a random step of geometry phase 1b or 2, a resumed fit ends where the uninterrupted one did."""
+    stop = int(np.random.default_rng().integers(1, last))
     original = loop_module.TrainLoop._one_step
 
     def one_step(self, current: int):
-        if self.stage == "geometry" and current == stop:
+        if self.stage == "geometry" and self.name == phase and current == stop:
             self.ctx.stop.requested = True
         return original(self, current)
 

@@ -1,10 +1,11 @@
 """Stage `geometry`: DMTet whose SDF and deformation come from a hash-grid MLP.
 
-Phase 1 fits the SDF to the init (`init/`); phase 2 (`steps`) sculpts it with the reference-view
-losses (mask, landmarks, reference normal/depth when `subject/normal.png` / `depth.png` exist),
-a left-right symmetry prior for the unseen side, a prior towards the init where nothing else
-decides, and mesh regularisers. Writes `geometry/mesh.ply`, `geometry/geometry.json` and the
-checkpoint `geometry/sculpt.pt`.
+Phase 1 fits the SDF to the init (`init/`): 1a regresses it to `init/sdf.npz`, 1b pulls its normal
+maps to the init's normal views (`fitter/geometry_init_views.py`). Phase 2 (`steps`) sculpts it
+with the reference-view losses (mask, landmarks, reference normal/depth when `subject/normal.png` /
+`depth.png` exist), a left-right symmetry prior for the unseen side, a prior towards the init where
+nothing else decides, and mesh regularisers. Writes `geometry/mesh.ply`, `geometry/geometry.json`
+and the checkpoints `geometry/init_views.pt` (phase 1b) and `geometry/sculpt.pt`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from fitter.config import GeometryConfig
 from fitter.context import RunContext
 from fitter.errors import DivergedError
 from fitter.geometry_guidance import GuidanceStep, build_guidance, guidance_state
+from fitter.geometry_init_views import InitViewFit, agreement, load_init_views
 from fitter.geometry_losses import (
     loss_landmarks_depth,
     loss_landmarks_on_surface,
@@ -168,29 +170,60 @@ def run(ctx: RunContext) -> None:
     ref = load_reference(ctx, cfg.render_size)
     _, init_sdf, init_mesh = read_init(ctx)
     dmtet = build_dmtet(cfg, seed, ctx.device)
-    resuming = ctx.resume and load_checkpoint(out / "sculpt.pt") is not None
-    fit_error = None if resuming else dmtet.fit_sdf(init_sdf, steps=cfg.init_fit_steps, lr=cfg.init_fit_lr)
-    if fit_error is not None:
-        log.info("geometry: SDF fitted to the init (mean |error| %.4f)", fit_error)
-    optimizer = torch.optim.Adam(dmtet.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
     rng, rasterizer = np.random.default_rng(seed), Rasterizer(cfg.render_backend)
+    rebuild = band_rebuilder(dmtet, cfg)
+    summary = fit_to_init(ctx, dmtet, init_sdf, init_mesh, rng, rasterizer, rebuild)
+    optimizer = torch.optim.Adam(dmtet.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
     guidance = build_guidance(ctx, rng, rasterizer) if cfg.lambda_isd > 0 else None
     hooks = [band_state(dmtet)] + ([guidance_state(guidance)] if guidance is not None else [])
     get_extra, set_extra = combine_extras(hooks)
     state = TrainState({"dmtet": dmtet}, {"adam": optimizer}, rng, get_extra, set_extra)
     sculptor = Sculptor(cfg, dmtet, ref, init_sdf, init_mesh.verts.to(ctx.device), rng, rasterizer, guidance)
-    rebuild = None
-    if cfg.narrow_band:
-        def rebuild(step: int) -> None:
-            if step > 0 and step % cfg.band_rebuild_every == 0:
-                dmtet.rebuild_band()
     TrainLoop(ctx, "geometry", "sculpt", state, cfg.steps, sculptor, before_step=rebuild).run()
     mesh = final_mesh(dmtet)
     save_ply(mesh, out / "mesh.ply")
-    summary = {"vertices": mesh.num_verts, "faces": mesh.num_faces, "init_fit_error": fit_error,
-               "final_losses": {k: v[-1][1] for k, v in state.history.items() if v}}
+    summary |= {"vertices": mesh.num_verts, "faces": mesh.num_faces,
+                "final_losses": {k: v[-1][1] for k, v in state.history.items() if v}}
     atomic.write_json(out / "geometry.json", summary)
     log.info("geometry: %d faces", mesh.num_faces)
+
+
+def band_rebuilder(dmtet: DMTet, cfg: GeometryConfig) -> Optional[Callable[[int], None]]:
+    """The loops' `before_step`: re-centre the narrow band on the moving surface now and then."""
+    if not cfg.narrow_band:
+        return None
+
+    def rebuild(step: int) -> None:
+        if step > 0 and step % cfg.band_rebuild_every == 0:
+            dmtet.rebuild_band()
+
+    return rebuild
+
+
+def fit_to_init(ctx: RunContext, dmtet: DMTet, init_sdf, init_mesh: Mesh, rng: np.random.Generator,  # type: ignore[no-untyped-def]
+                rasterizer: Rasterizer, rebuild: Optional[Callable[[int], None]]) -> dict:
+    """Phase 1a (SDF regression) and 1b (normal views, `fitter/geometry_init_views.py`).
+
+    With --resume a saved sculpt checkpoint replaces both, and a saved phase-1b one replaces 1a."""
+    cfg, out = ctx.cfg.fit.geometry, ctx.stage_dir("geometry")
+    resumable = lambda name: ctx.resume and load_checkpoint(out / f"{name}.pt") is not None  # noqa: E731
+    if resumable("sculpt"):
+        return {}
+    summary: dict = {}
+    if not resumable("init_views"):
+        summary["init_fit_error"] = dmtet.fit_sdf(init_sdf, steps=cfg.init_fit_steps, lr=cfg.init_fit_lr)
+        log.info("geometry: SDF fitted to the init (mean |error| %.4f)", summary["init_fit_error"])
+    if cfg.init_view_steps == 0:
+        return summary
+    views = load_init_views(ctx.out / "init", init_mesh, cfg, rasterizer, ctx.device)
+    optimizer = torch.optim.Adam(dmtet.parameters(), lr=cfg.init_view_lr, betas=tuple(cfg.betas))
+    state = TrainState({"dmtet": dmtet}, {"adam": optimizer}, rng, *band_state(dmtet))
+    TrainLoop(ctx, "geometry", "init_views", state, cfg.init_view_steps, InitViewFit(cfg, dmtet, views, rng, rasterizer),
+              before_step=rebuild).run()
+    summary["init_view_agreement"] = agreement(dmtet, views, rasterizer)
+    log.info("geometry: fitted to the init's normal views (mean cosine %.3f, silhouette IoU %.3f)",
+             summary["init_view_agreement"]["normal_cosine"], summary["init_view_agreement"]["silhouette_iou"])
+    return summary
 
 
 def final_mesh(dmtet: DMTet) -> Mesh:
