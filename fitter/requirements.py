@@ -7,9 +7,19 @@ from guidance.registry import Location, ModelSpec, locate
 
 
 def required_models(cfg: Config) -> list[ModelSpec]:
-    """Every model the config's stages will load (none for the tiny-random preset)."""
+    """Every model the config's stages will load.
+
+    The tiny-random preset builds the SD-family models, ControlNets, IP-Adapter and ArcFace in code;
+    what it does not build (estimators, PanoHead, face parsing) is still needed from the user."""
+    specs = _needed(cfg)
     if cfg.models.preset == "tiny-random":
-        return []
+        from guidance.models.tiny import TINY_FIELDS
+
+        specs = [spec for spec in specs if spec.key.removeprefix("models.") not in TINY_FIELDS]
+    return specs
+
+
+def _needed(cfg: Config) -> list[ModelSpec]:
     m = cfg.models
     specs: list[ModelSpec] = []
     identity = False

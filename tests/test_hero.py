@@ -131,3 +131,17 @@ def test_dry_run_keeps_smaller_values_and_can_be_switched_off():
     assert wanted(cfg) and scaled(cfg).fit.geometry.steps == 10 and scaled(cfg).fit.geometry.render_size == 96
     assert not wanted(load_config(HERO, ["models.preset=tiny-random", "run.dry_run=false"]))
     assert not wanted(load_config(HERO))
+
+
+def test_tiny_preset_still_needs_the_models_it_does_not_build(tmp_path, capsys):
+    """The preset replaces the SD family, ControlNets, IP-Adapter and ArcFace; estimators and PanoHead
+    are still the user's, and a missing one stops the run before any work."""
+    assert required_models(load_config(HERO, ["models.preset=tiny-random"])) == []
+    extra = ["models.preset=tiny-random", "reference.source=estimator", f"models.normal_estimator={tmp_path / 'none'}",
+             "init.kind=gan_inversion", f"models.panohead={tmp_path / 'g.safetensors'}"]
+    assert {spec.key for spec in required_models(load_config(HERO, extra))} == {"models.normal_estimator", "models.panohead"}
+    out = tmp_path / "out"
+    assert main(["--image", EXAMPLE, "--config", HERO, "--out", str(out), *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "models.normal_estimator" in err and "models.panohead" in err
+    assert not out.exists()

@@ -24,6 +24,8 @@ VERSION = "v1"
 IP_WEIGHT = "ip-adapter-faceid-portrait_sd15.safetensors"
 SD_FOLDERS = {"base": 0, "normal_sd": 1, "depth_sd": 2, "texture_base": 3}
 CONTROLNETS = {"controlnet_landmarks": 10, "controlnet_normal": 11, "controlnet_canny": 12}
+TINY_FIELDS = frozenset({*SD_FOLDERS, *CONTROLNETS, "texture_vae", "ip_adapter", "arcface"})
+"""`ModelsConfig` fields the tiny-random preset replaces (`tiny_models_config`)."""
 
 
 def tiny_root() -> Path:
@@ -84,7 +86,7 @@ def ensure_tiny_models(root: Path | None = None) -> Path:
 def tiny_models_config(models: ModelsConfig, root: Path | None = None) -> ModelsConfig:
     """``models`` with every model field pointing at the tiny folders (built if needed)."""
     root = ensure_tiny_models(root)
-    fields = {name: str(root / name) for name in (*SD_FOLDERS, *CONTROLNETS, "texture_vae", "ip_adapter")}
+    fields = {name: str(root / name) for name in TINY_FIELDS - {"arcface"}}
     return dataclasses.replace(models, preset="real", ip_adapter_weight=IP_WEIGHT, arcface=str(root / "arcface" / "tiny_arcface.onnx"), **fields)
 
 
