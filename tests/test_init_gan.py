@@ -158,3 +158,10 @@ def test_gan_inversion_init_writes_mesh_sdf_and_normal_views(tmp_path):
     assert [v["file"] for v in views] == ["000.png", "001.png", "002.png", "003.png"]
     image = np.asarray(Image.open(out / "normals" / "000.png"))
     assert image.shape == (48, 48, 3) and image.max() > 0 and image[0, 0].max() == 0
+    from fitter.geometry_init_views import load_init_views
+    from representations.render import Rasterizer
+
+    size = ctx.cfg.fit.geometry.render_size
+    fitted = load_init_views(out, mesh, ctx.cfg.fit.geometry, Rasterizer("torch"), torch.device("cpu"))
+    assert len(fitted) == 4 and fitted.normals.shape == (4, size, size, 3)  # geometry phase 1b reads these views
+    assert float(fitted.masks[0].mean()) == pytest.approx((image.max(axis=-1) > 0).mean(), abs=0.02)
