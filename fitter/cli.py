@@ -12,7 +12,6 @@ import traceback
 from pathlib import Path
 from typing import NoReturn, Optional, Sequence
 
-from fitter.capabilities import unavailable
 from fitter.config import DEFAULT_CONFIG, REPO_ROOT, STAGES, Config, load_config, validate
 from fitter.errors import MissingModelError, OutputError, StopRequested, UserError
 
@@ -183,10 +182,6 @@ def cmd_fit(argv: Sequence[str]) -> int:
     message = missing_models_message(args.config, cfg)
     if message:
         raise MissingModelError(message)
-    lacking = unavailable(cfg)
-    if lacking:
-        raise UserError(f"{args.config} asks for what this build does not have yet: {'; '.join(lacking)}. "
-                        f"The offline preview runs everything that exists: {PREVIEW_HINT}")
     out = args.out if args.out is not None else REPO_ROOT / "outputs" / args.image.stem
     check_output_dir(out)
     Pipeline(cfg, image=args.image, out=out, resume=args.resume, stop_after=args.stop_after, prompt=args.prompt).run()

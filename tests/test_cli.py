@@ -168,14 +168,3 @@ def test_bad_inputs_exit_2_one_line_nothing_written(tmp_path, capsys, kind):
     assert code == 2, err
     assert len(error_lines(err)) == 1 and "Traceback" not in err
     assert not (tmp_path / "out").exists()
-
-
-def test_features_not_in_this_build_are_refused_before_any_work(tmp_path, capsys, monkeypatch):
-    from fitter import cli
-
-    monkeypatch.setattr(cli, "unavailable", lambda cfg: ["a missing part (set some.switch=off)"])
-    out = tmp_path / "out"
-    code, _, err = run_cli(["--image", str(EXAMPLE), "--config", PREVIEW, "--out", str(out)], capsys)
-    assert code == 2 and len(err.strip().splitlines()) == 1
-    assert "some.switch=off" in err and "configs/preview.yaml" in err
-    assert not out.exists()
