@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-import torch
 from torch import Tensor
 
 from guidance.models.ip_adapter import has_ip_adapter, identity_embedding_dim, set_ip_scale

@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from guidance.panohead import UnsafePickleError, convert_checkpoint, generator_from_weights, load_generator, load_restricted, read_weights
+from guidance.panohead import PanoHeadGenerator, UnsafePickleError, convert_checkpoint, generator_from_weights, load_generator, load_restricted, read_weights
 from guidance.panohead.camera import average_label
 from guidance.panohead.keys import our_key
 from guidance.panohead.tiny import TINY_KWARGS, tiny_generator

@@ -11,7 +11,7 @@ decoder output is σ). Density for compositing is softplus(σ − 1) (MipNeRF-st
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Union
+from typing import Union
 
 import torch
 import torch.nn.functional as F
@@ -70,7 +70,6 @@ def rays(cam2world: Tensor, intrinsics: Tensor, resolution: int) -> tuple[Tensor
     """OpenCV cam2world (N, 4, 4), normalised intrinsics (N, 3, 3) -> origins, unit directions (N, R², 3).
 
     Pixel (i, j) is sampled at its centre ((j + 0.5)/R, (i + 0.5)/R), row 0 at the top."""
-    n = cam2world.shape[0]
     centres = (torch.arange(resolution, dtype=torch.float32, device=cam2world.device) + 0.5) / resolution
     v, u = torch.meshgrid(centres, centres, indexing="ij")
     fx, fy, cx, cy = (intrinsics[:, a, b][:, None] for a, b in ((0, 0), (1, 1), (0, 2), (1, 2)))
