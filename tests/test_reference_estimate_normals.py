@@ -14,11 +14,18 @@ from PIL import Image
 
 from fitter.config import ModelsConfig, load_config
 from fitter.errors import MissingModelError
-from fitter.reference_maps import ensure_reference_maps, fingerprint
+from fitter.reference_maps import ensure_reference_maps, fingerprint, subject_mask
 from guidance.models.tiny_builders import tiny_marigold_normals
 from tests import test_reference_maps as maps_tests
 from tests.test_cli import EXAMPLE, run_cli
-from tests.test_reference_maps import PREVIEW, assert_valid_depth, assert_valid_normals, config, tiny_depth_model
+from tests.test_reference_maps import (
+    PREVIEW,
+    assert_reused_then_redone,
+    assert_valid_depth,
+    assert_valid_normals,
+    config,
+    tiny_depth_model,
+)
 
 CPU = torch.device("cpu")
 one_thread, intake_dir, subject = maps_tests.one_thread, maps_tests.intake_dir, maps_tests.subject
@@ -96,27 +103,19 @@ def test_a_depth_marigold_in_the_normal_slot_is_refused(tmp_path, marigold):
 
 # --- end to end with the reference-map step --------------------------------------------------------
 def test_estimator_writes_normal_png_and_reuses_it(subject, marigold, monkeypatch):
-    from fitter import reference_maps
-
     folder, record = subject
     cfg = config("reference.source=estimator", f"models.normal_estimator={marigold}")
     ensure_reference_maps(cfg, folder, record, {}, CPU)
     normal = np.asarray(Image.open(folder / "normal.png"))
-    mask = np.asarray(Image.open(folder / "mask.png").convert("L").resize((32, 32), Image.BILINEAR)) > 127.5
+    mask = subject_mask(folder, 32)
     assert mask.sum() > 100
     assert_valid_normals(normal, mask, 32)
     assert not (folder / "depth.png").exists()
     ref = json.loads((folder / "reference.json").read_text())
     assert ref["source"] == "estimator" and set(ref["files"]) == {"normal.png"}
 
-    first = (folder / "normal.png").read_bytes()
-    calls = []
-    original = reference_maps.produce_maps
-    monkeypatch.setattr(reference_maps, "produce_maps", lambda *a: calls.append(1) or original(*a))
-    ensure_reference_maps(cfg, folder, record, {}, CPU)
-    assert calls == [] and (folder / "normal.png").read_bytes() == first
-    ensure_reference_maps(config("reference.source=estimator", f"models.normal_estimator={marigold}", "run.seed=7"), folder, record, {}, CPU)
-    assert calls == [1] and (folder / "normal.png").read_bytes() != first
+    reseeded = config("reference.source=estimator", f"models.normal_estimator={marigold}", "run.seed=7")
+    assert_reused_then_redone(cfg, reseeded, subject, monkeypatch)
     # every estimator setting and the model itself are in the fingerprint
     digest = fingerprint(cfg, record)
     for change in ("reference.estimator_steps=1", "reference.estimator_ensemble=3", "reference.estimator_resolution=16",
@@ -134,7 +133,7 @@ def test_estimator_with_normal_and_depth_models_writes_both(subject, marigold, t
     ensure_reference_maps(cfg, folder, record, {}, CPU)
     normal = np.asarray(Image.open(folder / "normal.png"))
     depth = np.asarray(Image.open(folder / "depth.png"))
-    mask = np.asarray(Image.open(folder / "mask.png").convert("L").resize((32, 32), Image.BILINEAR)) > 127.5
+    mask = subject_mask(folder, 32)
     assert_valid_normals(normal, mask, 32)
     assert_valid_depth(depth, mask, 32)
     assert set(json.loads((folder / "reference.json").read_text())["files"]) == {"normal.png", "depth.png"}
@@ -187,7 +186,7 @@ def test_the_normal_convention_is_applied(subject, monkeypatch, convention, sign
     ensure_reference_maps(cfg, folder, record, {}, CPU)
     assert fake.calls == [{"size": (32, 32), "num_inference_steps": 3, "ensemble_size": 5, "processing_resolution": 64,
                            "output_type": "pt", "seed": 11}]
-    mask = np.asarray(Image.open(folder / "mask.png").convert("L").resize((32, 32), Image.BILINEAR)) > 127.5
+    mask = subject_mask(folder, 32)
     written = decode(folder)
     expected = truth * np.asarray(signs)
     cosine = (written * expected).sum(axis=-1)

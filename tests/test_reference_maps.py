@@ -13,7 +13,7 @@ from PIL import Image
 
 from fitter.config import REPO_ROOT, load_config
 from fitter.intake import run_intake
-from fitter.reference_maps import ensure_reference_maps
+from fitter.reference_maps import ensure_reference_maps, subject_mask
 
 EXAMPLE = REPO_ROOT / "examples" / "astronaut.png"
 PREVIEW = REPO_ROOT / "configs" / "preview.yaml"
@@ -49,8 +49,25 @@ def subject(intake_dir, tmp_path) -> tuple[Path, dict]:
 def read_maps(folder: Path, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     normal = np.asarray(Image.open(folder / "normal.png"))
     depth = np.asarray(Image.open(folder / "depth.png"))
-    mask = np.asarray(Image.open(folder / "mask.png").convert("L").resize((size, size), Image.BILINEAR)) > 127.5
+    mask = subject_mask(folder, size)
     return normal, depth, mask
+
+
+def assert_reused_then_redone(cfg, changed, subject: tuple[Path, dict], monkeypatch) -> list[int]:
+    """After a first ``ensure_reference_maps(cfg)``: a rerun reuses normal.png, ``changed`` remakes it.
+    Returns the list that records each `produce_maps` call from here on."""
+    from fitter import reference_maps
+
+    folder, record = subject
+    first = (folder / "normal.png").read_bytes()
+    calls: list[int] = []
+    original = reference_maps.produce_maps
+    monkeypatch.setattr(reference_maps, "produce_maps", lambda *a: calls.append(1) or original(*a))
+    ensure_reference_maps(cfg, folder, record, {}, CPU)
+    assert calls == [] and (folder / "normal.png").read_bytes() == first
+    ensure_reference_maps(changed, folder, record, {}, CPU)
+    assert calls == [1] and (folder / "normal.png").read_bytes() != first
+    return calls
 
 
 def assert_valid_normals(normal: np.ndarray, mask: np.ndarray, size: int) -> np.ndarray:
@@ -79,19 +96,10 @@ def test_generate_with_tiny_models_writes_maps_in_our_conventions(subject):
 
 
 def test_rerun_reuses_maps_and_a_settings_change_redoes_them(subject, monkeypatch):
-    from fitter import reference_maps
-
     folder, record = subject
     cfg = config("reference.source=generate", "reference.steps=2")
     ensure_reference_maps(cfg, folder, record, {}, CPU)
-    first = (folder / "normal.png").read_bytes()
-    calls = []
-    original = reference_maps.produce_maps
-    monkeypatch.setattr(reference_maps, "produce_maps", lambda *a: calls.append(1) or original(*a))
-    ensure_reference_maps(cfg, folder, record, {}, CPU)
-    assert calls == [] and (folder / "normal.png").read_bytes() == first
-    ensure_reference_maps(config("reference.source=generate", "reference.steps=2", "run.seed=7"), folder, record, {}, CPU)
-    assert calls == [1] and (folder / "normal.png").read_bytes() != first
+    calls = assert_reused_then_redone(cfg, config("reference.source=generate", "reference.steps=2", "run.seed=7"), subject, monkeypatch)
     (folder / "depth.png").write_bytes(b"damaged")
     ensure_reference_maps(config("reference.source=generate", "reference.steps=2", "run.seed=7"), folder, record, {}, CPU)
     assert calls == [1, 1]
@@ -127,7 +135,7 @@ def test_estimator_with_a_tiny_random_transformers_depth_model(subject, tmp_path
     cfg = config("reference.source=estimator", f"models.depth_estimator={model}")
     ensure_reference_maps(cfg, folder, record, {}, CPU)
     depth = np.asarray(Image.open(folder / "depth.png"))
-    mask = np.asarray(Image.open(folder / "mask.png").convert("L").resize((32, 32), Image.BILINEAR)) > 127.5
+    mask = subject_mask(folder, 32)
     assert_valid_depth(depth, mask, 32)
     assert not (folder / "normal.png").exists()
     real = load_config(PREVIEW, ["reference.source=estimator", f"models.depth_estimator={model}"])

@@ -14,7 +14,7 @@ from scipy.ndimage import binary_dilation
 from fitter.cli import main
 from fitter.intake.meshpoints import NOSE_TIP
 from fitter.intake.warp import apply
-from fitter.reference_maps import ensure_reference_maps
+from fitter.reference_maps import ensure_reference_maps, subject_mask
 from fitter.reference_user import check_user_maps, crop_matrix
 from tests.test_reference_maps import CPU, EXAMPLE, PREVIEW, config, intake_dir, one_thread, subject  # noqa: F401 (fixtures)
 
@@ -64,7 +64,7 @@ def test_user_maps_land_where_the_crop_transform_puts_them(subject, tmp_path):
     centre = normal[int(expected[1]), int(expected[0])]
     roll = math.atan2(m[1, 0], m[0, 0])  # the crop turns the image by this (image y down)
     assert np.allclose(centre, [math.cos(-roll), math.sin(-roll), 0.0], atol=0.1), (centre, roll)
-    mask = np.asarray(Image.open(folder / "mask.png").convert("L").resize((SIZE, SIZE), Image.BILINEAR)) > 127.5
+    mask = subject_mask(folder, SIZE)
     rest = mask & ~binary_dilation(far, iterations=3)
     assert np.allclose(normal[rest], [0.0, 0.0, 1.0], atol=0.02)
     assert json.loads((folder / "reference.json").read_text())["source"] == "user"
@@ -79,7 +79,7 @@ def test_opencv_normals_are_turned_into_our_frame(subject, tmp_path):
     cfg = config("reference.source=user", f"reference.normal_path={path}", "reference.user_normal_convention=opencv")
     ensure_reference_maps(cfg, folder, record, check_user_maps(cfg, EXAMPLE), CPU)
     normal = np.asarray(Image.open(folder / "normal.png")).astype(np.float64) / 255.0 * 2.0 - 1.0
-    mask = np.asarray(Image.open(folder / "mask.png").convert("L").resize((32, 32), Image.BILINEAR)) > 127.5
+    mask = subject_mask(folder, 32)
     assert np.allclose(normal[mask], [0.0, 0.0, 1.0], atol=0.02)
     assert not (folder / "depth.png").exists()
 
