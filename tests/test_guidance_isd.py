@@ -14,12 +14,7 @@ from guidance.models.tiny_builders import tiny_scheduler
 ALPHAS = tiny_scheduler().alphas_cumprod
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: threads only add overhead (and contend under xdist)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def prompt_code(prompts: list[str]) -> torch.Tensor:

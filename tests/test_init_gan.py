@@ -30,12 +30,7 @@ from representations.mesh import read_mesh
 SCALE = 1.5
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: threads only add overhead (and contend under xdist)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def reference_camera(size: int = 64) -> Camera:

@@ -62,12 +62,7 @@ def head_colour(p: np.ndarray) -> np.ndarray:
     return np.clip(c * (1 - mouth) + np.array([0.7, 0.25, 0.25]) * mouth, 0, 1)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)  # small tensors: threads only add overhead (and contend under xdist)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -20,12 +20,7 @@ from guidance.panohead.tiny import TINY_KWARGS, tiny_generator
 from guidance.panohead.unpickle import PersistentRecord, extract_network
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: threads only add overhead (and contend under xdist)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class EasyDict(dict):

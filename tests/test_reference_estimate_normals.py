@@ -28,8 +28,9 @@ from tests.test_reference_maps import (
 )
 
 CPU = torch.device("cpu")
-one_thread, intake_dir, subject = maps_tests.one_thread, maps_tests.intake_dir, maps_tests.subject
-"""Fixtures shared with test_reference_maps: one torch thread, one intake per module, a fresh subject copy."""
+intake_dir, subject = maps_tests.intake_dir, maps_tests.subject
+"""Fixtures shared with test_reference_maps: one intake per module, a fresh subject copy."""
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -20,12 +20,7 @@ PREVIEW = REPO_ROOT / "configs" / "preview.yaml"
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: threads only add overhead (and contend under xdist)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def config(*overrides: str):

@@ -16,9 +16,11 @@ from fitter.intake.meshpoints import NOSE_TIP
 from fitter.intake.warp import apply
 from fitter.reference_maps import ensure_reference_maps, subject_mask
 from fitter.reference_user import check_user_maps, crop_matrix
-from tests.test_reference_maps import CPU, EXAMPLE, PREVIEW, config, intake_dir, one_thread, subject  # noqa: F401 (fixtures)
+from tests.test_reference_maps import CPU, EXAMPLE, PREVIEW, config, intake_dir, subject  # noqa: F401 (fixtures)
 
 SIZE = 128
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def save_normal_map(path: Path, rgb: np.ndarray) -> Path:
