@@ -16,8 +16,9 @@ Normal maps (lllyasviel/control_v11p_sd15_normalbae)
     camera-frame normals (x right, y up, z towards the viewer) as
     ``R = (1 − x) / 2, G = (1 + y) / 2, B = (1 + z) / 2``: red grows for surfaces facing image-left,
     green for surfaces facing up, blue for surfaces facing the camera (a face seen head-on is
-    lavender, (128, 128, 255)). This is the ControlNet 1.0 normal-from-depth colour protocol; we
-    could not check it against the BAE annotator offline, so it lives in one table, `NORMAL_AXES`.
+    lavender, (128, 128, 255)). Public code that feeds rendered normals to this ControlNet uses the
+    same table (red = left, green = up, blue = front); the BAE network itself could not be run
+    offline to confirm it, so the signs live in one table, `NORMAL_AXES`.
 """
 
 from __future__ import annotations

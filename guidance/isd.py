@@ -66,8 +66,8 @@ class ISDConfig:
 
 
 @dataclass
-class _Batch:
-    """Per-sample conditioning of one loss call."""
+class ViewConditioning:
+    """Per-sample conditioning of one batch of views: view prompts, and where identity tokens go."""
 
     prompts: list[str]
     directions: list[str]
@@ -95,19 +95,20 @@ class ISDGuidance:
         return cls(cfg, denoiser, VAECodec(sd.vae), TextEncoder(sd.tokenizer, sd.text_encoder), sd.scheduler.alphas_cumprod, lora)
 
     # --- conditioning -----------------------------------------------------------------------
-    def _batch(self, azimuths: Sequence[float], identity: Tensor | None) -> _Batch:
+    def view_conditioning(self, azimuths: Sequence[float], identity: Tensor | None) -> ViewConditioning:
+        """Prompts and identity gating (|azimuth| < ``identity_max_azimuth``, identity given) per view."""
         c = self.cfg
         directions = [view_direction(a, c.front_deg, c.back_deg) for a in azimuths]
         prompts = [with_view(c.prompt, d) if c.view_prompts else c.prompt for d in directions]
         near_front = torch.tensor([abs((float(a) + 180.0) % 360.0 - 180.0) < c.identity_max_azimuth for a in azimuths])
-        return _Batch(prompts, directions, near_front & (identity is not None))
+        return ViewConditioning(prompts, directions, near_front & (identity is not None))
 
-    def _negative_prompts(self, batch: _Batch) -> list[list[str]]:
+    def _negative_prompts(self, batch: ViewConditioning) -> list[list[str]]:
         """Perp-Neg prompts: K lists of B prompts (K = 1: the opposite view of each sample)."""
         return [[with_view(self.cfg.prompt, NEGATIVE_VIEWS[d][0]) for d in batch.directions]]
 
     # --- noise prediction -------------------------------------------------------------------
-    def guided_noise(self, z_t: Tensor, t: Tensor, batch: _Batch, identity: Tensor | None, control: Tensor | None) -> Tensor:
+    def guided_noise(self, z_t: Tensor, t: Tensor, batch: ViewConditioning, identity: Tensor | None, control: Tensor | None) -> Tensor:
         """Guided ε (B, C, h, w): CFG (or Perp-Neg), batched cond/uncond[/negatives], in groups
         of samples that share whether identity tokens are on."""
         out = torch.empty_like(z_t, dtype=torch.float32)
@@ -117,7 +118,7 @@ class ISDGuidance:
                 out[index] = self._guided_group(z_t, t, batch, identity, control, index, on)
         return out
 
-    def _guided_group(self, z_t: Tensor, t: Tensor, batch: _Batch, identity: Tensor | None, control: Tensor | None, index: Tensor, with_identity: bool) -> Tensor:
+    def _guided_group(self, z_t: Tensor, t: Tensor, batch: ViewConditioning, identity: Tensor | None, control: Tensor | None, index: Tensor, with_identity: bool) -> Tensor:
         rows = index.tolist()
         prompt_sets = [[batch.prompts[i] for i in rows], [self.cfg.negative_prompt] * len(rows)]
         if self.cfg.perp_neg:
@@ -156,7 +157,7 @@ class ISDGuidance:
         n = z.shape[0]
         if identity is not None:
             identity = identity.reshape(-1, identity.shape[-1]).expand(n, -1).to(z.device)
-        batch = self._batch(azimuths, identity)
+        batch = self.view_conditioning(azimuths, identity)
         t_min, t_max = self.t_bounds(step)
         t = sds.sample_timesteps(n, t_min, t_max, self.num_train, self.generator, z.device)
         alpha_bar = self.alphas_cumprod.to(z.device)[t]

@@ -70,7 +70,7 @@ class GuidedPrior:
         n = z_t.shape[0]
         if identity is not None:
             identity = identity.reshape(-1, identity.shape[-1]).expand(n, -1).to(z_t.device)
-        batch = self.guidance._batch(azimuths, identity)
+        batch = self.guidance.view_conditioning(azimuths, identity)
         return self.guidance.guided_noise(z_t.float(), t, batch, identity, control)
 
     def alpha_bar(self, t: Tensor) -> Tensor:

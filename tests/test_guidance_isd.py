@@ -129,7 +129,7 @@ def test_classifier_free_guidance_arithmetic_on_a_stub():
     cond, uncond = torch.full((4, 2, 2), 0.3), torch.full((4, 2, 2), -0.1)
     stub = RecordingDenoiser({1.0: cond, 0.0: uncond})
     g = guidance(stub, guidance_scale=7.5)
-    batch = g._batch([0.0, 100.0], None)
+    batch = g.view_conditioning([0.0, 100.0], None)
     eps = g.guided_noise(torch.zeros(2, 4, 2, 2), torch.tensor([10, 20]), batch, None, None)
     assert torch.allclose(eps, (uncond + 7.5 * (cond - uncond)).expand(2, -1, -1, -1))
     assert len(stub.calls) == 1 and stub.calls[0]["n"] == 4  # cond and uncond in one batched call
@@ -159,7 +159,7 @@ def test_perp_neg_removes_only_the_perpendicular_part():
     assert torch.allclose(sds.perp_neg_guidance(pos, unc, [perpendicular], [0.5], 2.0), torch.tensor([[2.0, -1.0]]))
     stub = RecordingDenoiser({1.0: torch.ones(4, 2, 2), 0.0: torch.zeros(4, 2, 2), 2.0: torch.zeros(4, 2, 2)})
     g = guidance(stub, perp_neg=True)
-    g.guided_noise(torch.zeros(1, 4, 2, 2), torch.tensor([5]), g._batch([0.0], None), None, None)
+    g.guided_noise(torch.zeros(1, 4, 2, 2), torch.tensor([5]), g.view_conditioning([0.0], None), None, None)
     assert torch.equal(stub.calls[0]["text"], torch.tensor([1.0, 0.0, 2.0]))  # front view; negative: back view
 
 
