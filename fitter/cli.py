@@ -47,7 +47,7 @@ def fit_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None, help="output folder (default: outputs/<image stem>)")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
     p.add_argument("--stop-after", choices=STAGES, default=None, help="stop after this stage")
-    p.add_argument("--prompt", default=None, help="text prompt describing the subject")
+    p.add_argument("--prompt", default=None, help="text prompt describing the subject (sets the config's prompt)")
     p.add_argument("--normal", type=Path, default=None, help="reference normal map aligned with the photo (same size; RGB = (n+1)/2, "
                    "OpenGL camera frame unless reference.user_normal_convention=opencv); sets reference.source=user")
     p.add_argument("--depth", type=Path, default=None, help="reference depth map aligned with the photo (same size; grey, "

@@ -1,7 +1,9 @@
 """Runs the stages in order: intake -> init -> geometry -> texture -> export.
 
-Each stage writes `OUT/<stage>/` and, last, `OUT/<stage>/done.json` holding a hash of the config it
-ran with (chained with the stages before it). `--resume` skips stages whose marker matches and
+Each stage writes `OUT/<stage>/` and, last, `OUT/<stage>/done.json` holding a hash of what it ran
+with: its config sections and the contents of the files it reads (the subject's files, the user mesh
+or views of the init, the reference maps), chained with the stages before it, so a change anywhere
+upstream invalidates everything downstream. `--resume` skips stages whose marker matches and
 continues the first unfinished one from its checkpoint; without `--resume` every stage after the
 intake runs afresh (the intake reuses a complete `subject/` for the same photo and settings).
 """
@@ -29,7 +31,7 @@ log = logging.getLogger("headfit")
 
 # Config sections whose values change what each stage produces.
 STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
-    "init": ("init", "run.seed"),
+    "init": ("init", "models.panohead", "models.preset", "run.seed"),
     "geometry": ("fit.geometry", "reference", "models", "prompt", "run.seed"),
     "texture": ("fit.texture", "models", "prompt", "run.seed"),
     "export": ("export",),
@@ -43,13 +45,37 @@ def _section(cfg_dict: dict, dotted: str) -> object:
     return node
 
 
-def stage_hashes(cfg: Config, subject_sha: str) -> dict[str, str]:
-    """Chained hash per stage: a change upstream invalidates everything downstream."""
-    cfg_dict = as_dict(cfg)
-    hashes, previous = {}, subject_sha
+def _digest(payload: object) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _file_sha256(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def stage_input_files(cfg: Config, subject_dir: Path) -> dict[str, dict[str, str | None]]:
+    """sha256 (None: absent) of the files each stage reads beyond subject/'s own and its config, by a
+    name that does not depend on where the run folder is (a copied or moved run still resumes)."""
+    init = cfg.init
+    files = {"init": {}, "geometry": {name: subject_dir / name for name in ("normal.png", "depth.png")}}
+    if init.kind == "mesh" and init.mesh_path:
+        files["init"] = {"mesh": Path(init.mesh_path)}
+    elif init.kind == "multiview" and init.views_dir and Path(init.views_dir).is_dir():
+        folder = Path(init.views_dir)
+        files["init"] = {p.relative_to(folder).as_posix(): p for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {stage: {name: _file_sha256(path) for name, path in named.items()} for stage, named in files.items()}
+
+
+def stage_hashes(cfg: Config, subject: dict, input_files: dict[str, dict] | None = None) -> dict[str, str]:
+    """Chained hash per stage over the subject (photo, intake settings, files), the stage's config
+    sections and ``input_files`` (`stage_input_files`): a change upstream invalidates everything downstream."""
+    cfg_dict, input_files = as_dict(cfg), input_files or {}
+    hashes, previous = {}, _digest([subject.get("input_sha256"), subject.get("settings"), subject.get("files")])
     for stage in STAGES[1:]:
-        payload = json.dumps([previous, [_section(cfg_dict, s) for s in STAGE_SECTIONS[stage]]], sort_keys=True)
-        previous = hashlib.sha256(payload.encode()).hexdigest()[:16]
+        previous = _digest([previous, [_section(cfg_dict, s) for s in STAGE_SECTIONS[stage]], input_files.get(stage)])
         hashes[stage] = previous
     return hashes
 
@@ -74,12 +100,14 @@ def with_effective_models(cfg: Config) -> Config:
 
 class Pipeline:
     def __init__(self, cfg: Config, image: Path, out: Path, resume: bool = False, stop_after: Optional[str] = None, prompt: Optional[str] = None):
+        if prompt is not None:  # --prompt is the top-level `prompt`: the guidance, config.yaml and stage hashes see it
+            cfg = dataclasses.replace(cfg, prompt=prompt)
         if dry_run.wanted(cfg):
             cfg = dry_run.scaled(cfg)
             log.warning("dry run: the schedule is scaled down to CPU minutes (run.dry_run=false keeps it)")
         self.user_cfg, self.image, self.out = cfg, Path(image), Path(out)
         self.cfg = with_effective_models(cfg)
-        self.resume, self.stop_after, self.prompt = resume, stop_after, prompt
+        self.resume, self.stop_after = resume, stop_after
 
     def run(self) -> None:
         from fitter.intake import run_intake
@@ -88,7 +116,7 @@ class Pipeline:
         t0 = time.perf_counter()
         user_maps = check_user_maps(self.cfg, self.image)  # bad user maps: refused before anything is written
         # The intake validates the photo before creating anything under OUT.
-        subject = run_intake(self.image, self.cfg, self.out / "subject", prompt=self.prompt)
+        subject = run_intake(self.image, self.cfg, self.out / "subject")
         handler = self._start_log()
         try:
             atomic.write_text(self.out / "config.yaml", to_yaml(self.user_cfg))
@@ -118,7 +146,7 @@ class Pipeline:
     def _run_stages(self, subject: dict) -> None:
         ctx = RunContext(self.cfg, self.out, resolve_device(self.cfg.run.device), resume=self.resume)
         ctx.tensorboard = self._tensorboard()
-        hashes = stage_hashes(self.user_cfg, str(subject.get("input_sha256", "")))
+        hashes = stage_hashes(self.user_cfg, subject, stage_input_files(self.cfg, self.out / "subject"))
         torch.use_deterministic_algorithms(self.cfg.run.deterministic, warn_only=True)
         ctx.stop.install()
         try:
