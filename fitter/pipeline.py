@@ -25,6 +25,7 @@ import torch
 from fitter import atomic, dry_run
 from fitter.config import STAGES, Config, as_dict, to_yaml
 from fitter.context import RunContext, resolve_device
+from fitter.digests import file_sha256
 from fitter.errors import StopRequested
 
 log = logging.getLogger("headfit")
@@ -49,13 +50,6 @@ def _digest(payload: object) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _file_sha256(path: Path) -> str | None:
-    try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-    except OSError:
-        return None
-
-
 def stage_input_files(cfg: Config, subject_dir: Path) -> dict[str, dict[str, str | None]]:
     """sha256 (None: absent) of the files each stage reads beyond subject/'s own and its config, by a
     name that does not depend on where the run folder is (a copied or moved run still resumes)."""
@@ -66,7 +60,7 @@ def stage_input_files(cfg: Config, subject_dir: Path) -> dict[str, dict[str, str
     elif init.kind == "multiview" and init.views_dir and Path(init.views_dir).is_dir():
         folder = Path(init.views_dir)
         files["init"] = {p.relative_to(folder).as_posix(): p for p in sorted(folder.rglob("*")) if p.is_file()}
-    return {stage: {name: _file_sha256(path) for name, path in named.items()} for stage, named in files.items()}
+    return {stage: {name: file_sha256(path) for name, path in named.items()} for stage, named in files.items()}
 
 
 def stage_hashes(cfg: Config, subject: dict, input_files: dict[str, dict] | None = None) -> dict[str, str]:

@@ -40,6 +40,7 @@ from PIL import Image
 
 from fitter import atomic
 from fitter.config import Config, as_dict
+from fitter.digests import file_sha256
 from fitter.errors import OutputError
 
 log = logging.getLogger("headfit")
@@ -54,20 +55,13 @@ MODEL_FIELDS = {
 }
 
 
-def _sha256(path: Path) -> str | None:
-    try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-    except OSError:
-        return None
-
-
 def fingerprint(cfg: Config, subject: dict) -> str:
     """Hash of everything that changes the maps: subject files, reference settings, models, prompt, seed."""
     source = cfg.reference.source
     models = {name: getattr(cfg.models, name) for name in MODEL_FIELDS.get(source, ())}
     from fitter.reference_user import user_map_paths
 
-    user = {kind: _sha256(Path(p)) for kind, p in user_map_paths(cfg).items()} if source == "user" else {}
+    user = {kind: file_sha256(Path(p)) for kind, p in user_map_paths(cfg).items()} if source == "user" else {}
     payload = [subject.get("input_sha256"), subject.get("files"), as_dict(cfg.reference), cfg.models.preset, models,
                subject.get("prompt"), cfg.run.seed, user]
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -79,7 +73,7 @@ def reusable(subject_dir: Path, digest: str) -> bool:
         files = record["files"]
     except (OSError, ValueError, KeyError, TypeError):
         return False
-    return record.get("fingerprint") == digest and bool(files) and all(_sha256(subject_dir / n) == h for n, h in files.items())
+    return record.get("fingerprint") == digest and bool(files) and all(file_sha256(subject_dir / n) == h for n, h in files.items())
 
 
 # --- conversions to our file conventions ---------------------------------------------------------
@@ -187,7 +181,7 @@ def _write(subject_dir: Path, files: dict[str, np.ndarray], source: str, digest:
                 atomic.write_png(subject_dir / name, files[name])
             else:
                 (subject_dir / name).unlink(missing_ok=True)
-        record = {"source": source, "fingerprint": digest, "files": {n: _sha256(subject_dir / n) for n in files},
+        record = {"source": source, "fingerprint": digest, "files": {n: file_sha256(subject_dir / n) for n in files},
                   "conventions": "see fitter/reference.py", "wall_s": round(wall, 3)}
         atomic.write_json(subject_dir / REFERENCE_JSON, record)
     except OSError as exc:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import enum
-import hashlib
 import json
 from pathlib import Path
+
+from fitter.digests import file_sha256
 
 
 class Plan(enum.Enum):
@@ -36,7 +37,7 @@ def _made_with_other(out: Path, image: Path, config_yaml: str) -> bool:
     if config_file.is_file() and config_file.read_text(encoding="utf-8") != config_yaml:
         return True
     recorded = _recorded_photo_sha(out)
-    return recorded is not None and image.is_file() and recorded != _sha256(image)
+    return recorded is not None and image.is_file() and recorded != file_sha256(image)
 
 
 def _recorded_photo_sha(out: Path) -> str | None:
@@ -46,9 +47,3 @@ def _recorded_photo_sha(out: Path) -> str | None:
         return None
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -8,7 +8,6 @@ sha256, so a rerun can reuse a complete, matching subject without analysing the 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -18,6 +17,7 @@ import numpy as np
 
 from fitter import atomic
 from fitter.config import Config, as_dict
+from fitter.digests import file_sha256
 from fitter.errors import OutputError
 from fitter.intake.analysis import Analysis, Warnings, analyse
 from fitter.intake.loading import LoadedImage, decode_image, read_input_bytes, sha256_of
@@ -41,13 +41,6 @@ def settings_fingerprint(cfg: Config) -> dict:
     return json.loads(json.dumps(settings))
 
 
-def _file_sha256(path: Path) -> str | None:
-    try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-    except OSError:
-        return None
-
-
 def reusable_subject(subject_dir: Path, input_sha: str, settings: dict) -> dict | None:
     """The stored subject.json when it is complete and matches this photo and these settings."""
     try:
@@ -59,7 +52,7 @@ def reusable_subject(subject_dir: Path, input_sha: str, settings: dict) -> dict 
     files = record.get("files")
     if not isinstance(files, dict) or set(files) != set(SUBJECT_FILES):
         return None
-    if any(_file_sha256(subject_dir / name) != digest for name, digest in files.items()):
+    if any(file_sha256(subject_dir / name) != digest for name, digest in files.items()):
         return None
     return record
 
@@ -134,7 +127,7 @@ def write_subject(subject_dir: Path, a: Analysis, record: dict, cfg: Config, sta
         files = {}
         for name, payload in _file_payloads(a, cfg).items():
             _write_file(subject_dir / name, payload)
-            files[name] = _file_sha256(subject_dir / name)
+            files[name] = file_sha256(subject_dir / name)
         record["files"] = files
         record["timings_s"]["write"] = round(time.perf_counter() - write_start, 4)
         record["timings_s"]["total"] = round(time.perf_counter() - started, 4)
