@@ -132,7 +132,8 @@ def inpainted_texture(ctx: RunContext, mesh: Mesh, layers: Any, coverage: torch.
         ident = None if identity is None else identity.to(device)
         return inpainter.inpaint(view.image.to(device), view.keep.to(device), view.azimuth, ident, view.control.to(device)).cpu()
 
-    settings = InpaintSettings(cfg.coverage_threshold, cfg.crop_scale, cfg.gen_size, cfg.min_view_cosine, cfg.erode_px)
+    settings = InpaintSettings(coverage_threshold=cfg.coverage_threshold, crop_scale=cfg.crop_scale, gen_size=cfg.gen_size,
+                               min_view_cosine=cfg.min_view_cosine, erode_px=cfg.erode_px)
     result = progressive_inpaint(mesh, layers.surface, layers.texture, coverage, trajectory(cfg), generate, settings)
     atomic.write_with(path, lambda tmp: torch.save({"texture": result.texture, "coverage": result.coverage, "views": result.views}, tmp))
     preview = (result.texture.clamp(0, 1).numpy() * 255).round().astype(np.uint8)
