@@ -14,6 +14,7 @@ from typing import NoReturn, Optional, Sequence
 
 from fitter.config import DEFAULT_CONFIG, REPO_ROOT, STAGES, Config, load_config, validate
 from fitter.errors import MissingModelError, OutputError, StopRequested, UserError
+from fitter.logs import setup_terminal
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USER, EXIT_STOPPED = 0, 1, 2, 130
 SUBCOMMANDS = ("check-models", "eval", "batch", "convert-panohead")
@@ -246,7 +247,7 @@ def out_of_memory_message(exc: BaseException) -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s", stream=sys.stderr)
+    setup_terminal()
     try:
         if argv and argv[0] == "check-models":
             return cmd_check_models(argv[1:])
@@ -277,7 +278,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def _internal(exc: BaseException) -> int:
-    log.debug("internal error", exc_info=exc)
     print(f"internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
     if os.environ.get("HEADFIT_DEBUG"):
         traceback.print_exception(exc)
