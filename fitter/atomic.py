@@ -1,6 +1,8 @@
 """Atomic file writes: write a temp file next to the target, fsync, then rename over it.
 
 A crash or kill at any point leaves either the old file or the new one, never a half-written one.
+While a run folder is open (`fitter.outdir.RunFolder`), every write first asks its guard, which
+records the file in the folder's manifest or refuses to overwrite a file the engine did not write.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 
@@ -23,12 +25,27 @@ def _current_umask() -> int:
 
 
 _UMASK = _current_umask()
+_guard: Optional[Callable[[Path], None]] = None
+
+
+def set_guard(guard: Optional[Callable[[Path], None]]) -> None:
+    """Install (or remove, with None) the function every write calls with its target first."""
+    global _guard
+    _guard = guard
+
+
+def claim(path: str | os.PathLike) -> None:
+    """For files written other than through this module (a log file): ask the guard first."""
+    if _guard is not None:
+        _guard(Path(path))
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, guarded: bool = True) -> Iterator[Path]:
     """Yield a temporary path in the target's folder; on success it is renamed onto `path`."""
     path = Path(path)
+    if guarded:
+        claim(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
     os.close(fd)
@@ -39,18 +56,22 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             os.fsync(f.fileno())
         os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp_path, path)
+    except OSError as exc:
+        if exc.filename is None:  # writes through file objects (torch.save, PIL) lose the name
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
+        raise
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
 
 
-def write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    with atomic_path(path) as tmp:
+def write_bytes(path: str | os.PathLike, data: bytes, guarded: bool = True) -> None:
+    with atomic_path(path, guarded) as tmp:
         tmp.write_bytes(data)
 
 
-def write_text(path: str | os.PathLike, text: str) -> None:
-    write_bytes(path, text.encode("utf-8"))
+def write_text(path: str | os.PathLike, text: str, guarded: bool = True) -> None:
+    write_bytes(path, text.encode("utf-8"), guarded)
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
@@ -72,6 +93,16 @@ def write_npz(path: str | os.PathLike, **arrays: np.ndarray) -> None:
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     write_bytes(path, buf.getvalue())
+
+
+def write_torch(path: str | os.PathLike, obj: Any) -> None:
+    """`torch.save` into memory, then the bytes atomically: a full disk is then an OSError naming the
+    file (torch's own file writer reports it late, as an "unexpected pos" RuntimeError)."""
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    write_bytes(path, buffer.getbuffer())
 
 
 def write_with(path: str | os.PathLike, writer: Callable[[Path], None]) -> None:

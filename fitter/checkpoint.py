@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from fitter import atomic
+from fitter.errors import UserError
 
 
 @dataclass
@@ -30,9 +31,10 @@ class TrainState:
     nan_failures: int = 0
     history: dict[str, list] = field(default_factory=dict)
 
-    def state_dict(self, step: int) -> dict[str, Any]:
+    def state_dict(self, step: int, stage_hash: Optional[str] = None) -> dict[str, Any]:
         return {
             "step": step,
+            "stage_hash": stage_hash,
             "modules": {k: m.state_dict() for k, m in self.modules.items()},
             "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
             "torch_rng": torch.get_rng_state(),
@@ -58,17 +60,26 @@ class TrainState:
         self.history = {k: list(v) for k, v in state["history"].items()}
         return int(state["step"])
 
-    def snapshot(self, step: int) -> dict[str, Any]:
+    def snapshot(self, step: int, stage_hash: Optional[str] = None) -> dict[str, Any]:
         """An in-memory deep copy (for NaN rollback)."""
-        return copy.deepcopy(self.state_dict(step))
+        return copy.deepcopy(self.state_dict(step, stage_hash))
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    atomic.write_with(path, lambda tmp: torch.save(state, tmp))
+    atomic.write_torch(path, state)
 
 
 def load_checkpoint(path: Path) -> Optional[dict[str, Any]]:
-    """Load a checkpoint with `weights_only=True` (no code runs); None when there is none."""
+    """Load a checkpoint with `weights_only=True` (no code runs); None when there is none.
+    Raises UserError for a file that cannot be read as one."""
     if not path.is_file():
         return None
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        detail = " ".join(str(exc).split())[:160] or type(exc).__name__
+        raise UserError(f"checkpoint {path} is damaged ({detail}); delete it to start that stage over, "
+                        "or rerun without --resume") from None
+    if not isinstance(state, dict) or "step" not in state:
+        raise UserError(f"checkpoint {path} is not a headfit checkpoint; delete it or rerun without --resume")
+    return state

@@ -34,6 +34,13 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see --help)")
 
 
+def path_arg(text: str) -> Path:
+    """A path option; an empty one is a slip (Path("") would silently mean the current folder)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return Path(text)
+
+
 def fit_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="run.py",
@@ -43,15 +50,15 @@ def fit_parser() -> argparse.ArgumentParser:
         "intake.face_index=1. Exit codes: 0 ok, 2 bad input/config/missing weights, 1 internal error, "
         "130 interrupted (checkpoint saved; rerun with --resume).",
     )
-    p.add_argument("--image", required=True, type=Path, help="the portrait photo (JPEG/PNG/WebP/TIFF/BMP)")
-    p.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="YAML config (default: configs/portrait3d.yaml, the hero fit)")
-    p.add_argument("--out", type=Path, default=None, help="output folder (default: outputs/<image stem>)")
+    p.add_argument("--image", required=True, type=path_arg, help="the portrait photo (JPEG/PNG/WebP/TIFF/BMP)")
+    p.add_argument("--config", type=path_arg, default=DEFAULT_CONFIG, help="YAML config (default: configs/portrait3d.yaml, the hero fit)")
+    p.add_argument("--out", type=path_arg, default=None, help="output folder (default: outputs/<image stem>)")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
     p.add_argument("--stop-after", choices=STAGES, default=None, help="stop after this stage")
     p.add_argument("--prompt", default=None, help="text prompt describing the subject (sets the config's prompt)")
-    p.add_argument("--normal", type=Path, default=None, help="reference normal map aligned with the photo (same size; RGB = (n+1)/2, "
+    p.add_argument("--normal", type=path_arg, default=None, help="reference normal map aligned with the photo (same size; RGB = (n+1)/2, "
                    "OpenGL camera frame unless reference.user_normal_convention=opencv); sets reference.source=user")
-    p.add_argument("--depth", type=Path, default=None, help="reference depth map aligned with the photo (same size; grey, "
+    p.add_argument("--depth", type=path_arg, default=None, help="reference depth map aligned with the photo (same size; grey, "
                    "larger = farther); sets reference.source=user")
     p.add_argument("overrides", nargs="*", metavar="key.path=value", help="config overrides")
     return p
@@ -71,7 +78,7 @@ def apply_reference_options(cfg: Config, normal: Optional[Path], depth: Optional
 
 def check_models_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="run.py check-models", description="List every model the config needs, found or missing, and where it looked.")
-    p.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    p.add_argument("--config", type=path_arg, default=DEFAULT_CONFIG)
     p.add_argument("overrides", nargs="*", metavar="key.path=value")
     return p
 
@@ -80,8 +87,8 @@ def eval_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="run.py eval", description="Evaluate finished runs: identity, CLIP-I and LPIPS over the five evaluation "
                 "views, PSNR/SSIM at the reference view. Writes RUN_DIR/eval.json and eval_summary.csv/.md.")
     p.add_argument("items", nargs="+", metavar="RUN_DIR|key.path=value", help="run folders, then optional config overrides (e.g. models.clip=DIR)")
-    p.add_argument("--config", type=Path, default=None, help="config for the metric models (default: each run's config.yaml)")
-    p.add_argument("--out", type=Path, default=None, help="folder for eval_summary.csv/.md (default: the first run's parent)")
+    p.add_argument("--config", type=path_arg, default=None, help="config for the metric models (default: each run's config.yaml)")
+    p.add_argument("--out", type=path_arg, default=None, help="folder for eval_summary.csv/.md (default: the first run's parent)")
     return p
 
 
@@ -108,13 +115,14 @@ def batch_parser() -> argparse.ArgumentParser:
                 "into ROOT/<stem>/ as a single run would; complete subjects are skipped, partial ones resumed; "
                 "ROOT/summary.csv and summary.json hold status, time and metrics per subject.",
                 epilog="Exit codes: 0 every subject done, 2 bad options or some photos refused, 1 some fits failed, 130 stopped.")
-    p.add_argument("--images", required=True, type=Path, help="a folder of photos, or a text file with one path per line")
-    p.add_argument("--out", required=True, type=Path, help="ROOT: each subject goes to ROOT/<photo stem>/")
-    p.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    p.add_argument("--images", required=True, type=path_arg, help="a folder of photos, or a text file with one path per line")
+    p.add_argument("--out", required=True, type=path_arg, help="ROOT: each subject goes to ROOT/<photo stem>/")
+    p.add_argument("--config", type=path_arg, default=DEFAULT_CONFIG)
     p.add_argument("--engine", choices=("local", "ray", "submitit"), default="local",
                    help="local: one after another; ray: Ray tasks; submitit: a SLURM job array (or local processes)")
     p.add_argument("--retries", type=int, default=1, help="extra attempts for a failed fit (refused photos never retry)")
-    p.add_argument("--gpus-per-fit", type=float, default=1.0, help="GPUs each fit asks for (ray, submitit); 0 on CPU machines")
+    p.add_argument("--gpus-per-fit", type=float, default=None,
+                   help="GPUs each fit asks for (ray, submitit); default 1 where the cluster (or this machine) has GPUs, else 0")
     p.add_argument("--cpus-per-fit", type=int, default=1, help="CPUs each fit asks for (ray, submitit)")
     p.add_argument("--address", default=None, help="ray: join this cluster (auto, host:port) instead of starting Ray here")
     p.add_argument("--cluster", choices=("slurm", "local"), default=None, help="submitit: where jobs run (default: slurm if present)")
@@ -174,7 +182,17 @@ def check_output_dir(out: Path) -> None:
         raise OutputError(f"output folder {out} is not writable (no write permission on {probe})")
 
 
+def user_inputs(args: argparse.Namespace, cfg: Config) -> list[Path]:
+    """The user's files a fit reads: none of them may be an output the run would replace."""
+    paths = [args.image, cfg.reference.normal_path, cfg.reference.depth_path, cfg.init.mesh_path, cfg.models.panohead]
+    files = [Path(p) for p in paths if p]
+    if cfg.init.views_dir and Path(cfg.init.views_dir).is_dir():
+        files += [p for p in sorted(Path(cfg.init.views_dir).rglob("*")) if p.is_file()]
+    return files
+
+
 def cmd_fit(argv: Sequence[str]) -> int:
+    from fitter.outdir import RunFolder
     from fitter.pipeline import Pipeline
 
     args = fit_parser().parse_intermixed_args(argv)
@@ -184,27 +202,30 @@ def cmd_fit(argv: Sequence[str]) -> int:
     if message:
         raise MissingModelError(message)
     out = args.out if args.out is not None else REPO_ROOT / "outputs" / args.image.stem
-    check_output_dir(out)
-    Pipeline(cfg, image=args.image, out=out, resume=args.resume, stop_after=args.stop_after, prompt=args.prompt).run()
+    with RunFolder(out, user_inputs(args, cfg)) as folder:
+        Pipeline(cfg, image=args.image, out=out, resume=args.resume, stop_after=args.stop_after, prompt=args.prompt).run(folder)
     return EXIT_OK
 
 
 def cmd_batch(argv: Sequence[str]) -> int:
     from fitter.batch import BatchOptions, run_batch
+    from fitter.outdir import RunFolder
     from fitter.batch.task import DONE, REFUSED, SKIPPED
 
     args = batch_parser().parse_intermixed_args(argv)
-    if args.retries < 0 or args.gpus_per_fit < 0 or args.cpus_per_fit < 1 or args.timeout_min < 1:
+    if args.retries < 0 or (args.gpus_per_fit or 0) < 0 or args.cpus_per_fit < 1 or args.timeout_min < 1:
         raise UsageError("--retries and --gpus-per-fit must be >= 0, --cpus-per-fit and --timeout-min >= 1")
     cfg = load_config(args.config, args.overrides)
     message = missing_models_message(args.config, cfg)
     if message:
         raise MissingModelError(message)
-    check_output_dir(args.out)
-    options = BatchOptions(args.images, args.out, args.config, tuple(args.overrides), args.engine, args.retries,
-                           args.gpus_per_fit, args.cpus_per_fit, args.address, args.cluster, args.timeout_min, args.slurm_partition)
+    options = BatchOptions(images=args.images, root=args.out, config=args.config, overrides=tuple(args.overrides),
+                           engine=args.engine, retries=args.retries, gpus_per_fit=args.gpus_per_fit,
+                           cpus_per_fit=args.cpus_per_fit, address=args.address, cluster=args.cluster,
+                           timeout_min=args.timeout_min, partition=args.slurm_partition)
     try:
-        results = run_batch(options, cfg)
+        with RunFolder(args.out, [args.images]) as folder:
+            results = run_batch(options, cfg, folder)
     except KeyboardInterrupt:
         print("stopped: checkpoints saved; rerun the same batch command to continue", file=sys.stderr)
         return EXIT_STOPPED
@@ -220,6 +241,9 @@ def cmd_batch(argv: Sequence[str]) -> int:
 def _os_error_as_user_error(exc: OSError) -> Optional[UserError]:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return OutputError(f"no space left while writing {exc.filename or 'output'}: free disk space or choose another --out")
+    if exc.errno == errno.EFBIG:
+        return OutputError(f"cannot write {exc.filename or 'output'}: the file exceeds the size this process may write "
+                           "(ulimit -f) or the file system allows")
     if exc.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
         return OutputError(f"cannot write {exc.filename or 'output'}: {exc.strerror}")
     return None

@@ -2,12 +2,14 @@
 
 Loading order: dataclass defaults (the hero fit) <- YAML file (and the files it ``extends``) <-
 ``key.path=value`` overrides. An unknown key, a wrong type or an out-of-range value is a
-`ConfigError` (one line, exit 2).
+`ConfigError` (one line, exit 2). Every number is checked: floats must be finite, integers fit
+64 bits, and each setting has the range `validate` states (its error message names it).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -18,17 +20,24 @@ from fitter.errors import ConfigError
 from representations.cameras import INPAINT_TRAJECTORY_AZIMUTHS, INPAINT_TRAJECTORY_ELEVATIONS
 
 STAGES = ("intake", "init", "geometry", "texture", "export")
+MAX_CROP = 4096
+"""Largest intake.crop_size: a 4096² RGB crop and its mask are ~70 MB; much larger ones exhaust memory."""
+MAX_PIXELS = 1_000_000_000
+"""Largest intake.max_pixels: a decoded gigapixel RGB photo alone needs 3 GB."""
+MAX_RADIUS = 100.0
+"""Largest camera distance (world units; the head spans about ±1): farther, the head is a few pixels."""
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = REPO_ROOT / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "portrait3d.yaml"
+CONFIG_SUFFIXES = (".yaml", ".yml")
 
 
 @dataclass
 class IntakeConfig:
     crop_size: int = 1024
-    """Side of `subject/image.png`, the square head-centred crop."""
+    """Side of `subject/image.png`, the square head-centred crop; in [128, 4096]."""
     small_size: int = 512
-    """Side of `subject/image_512.png`."""
+    """Side of `subject/image_512.png`; in [64, crop_size]."""
     min_short_side: int = 128
     min_face_px: int = 64
     """Smallest accepted face box side, in input pixels."""
@@ -303,15 +312,15 @@ class TextureConfig:
     min_cosine: float = 0.2
     """A texel takes photo colour only where its normal faces the reference camera at least this much."""
     feather: float = 0.25
-    """Cosine range over which photo colour fades into the fill (hides grazing-angle seams)."""
+    """Cosine range over which photo colour fades into the fill (hides grazing-angle seams); in (0, 2]."""
     depth_tolerance: float = 0.01
-    """Relative depth difference within which a texel counts as seen (not occluded)."""
+    """Relative depth difference within which a texel counts as seen (not occluded); in (0, 1]."""
     mirror: bool = True
     """Mirror the seen half of the face onto the hidden half."""
     hair_from_photo: bool = True
     """Texture the back of the head with the hair the photo shows at the top and sides (front-back mirror)."""
     hair_anchor_weight: float = 0.5
-    """How strongly the unseen top/back is pulled towards the colour seen above the forehead."""
+    """How strongly the unseen top/back is pulled towards the colour seen above the forehead; in [0, 10]."""
     # --- mode `diffusion`: progressive inpainting, then refinement (fitter/texture_diffusion.py) ---
     trajectory_azimuths: list[float] = field(default_factory=lambda: list(INPAINT_TRAJECTORY_AZIMUTHS))
     """Inpainting views in order (degrees); paired with `trajectory_elevations`."""
@@ -367,6 +376,7 @@ class ExportConfig:
     view_size: int = 512
     """Side of the images in `views/` (white background, same radius and fov for every view)."""
     view_radius: float = 4.6
+    """Camera distance of the views and the turntable (world units); in (1.5, 100]."""
     view_fov_deg: float = 30.0
     turntable_frames: int = 60
     turntable_size: int = 512
@@ -379,6 +389,7 @@ class ExportConfig:
 @dataclass
 class RunConfig:
     seed: int = 0
+    """Seed of every random draw; in [0, 2**63 - 1]."""
     device: str = "auto"
     """`auto` (CUDA when available), `cpu` or `cuda`."""
     checkpoint_every: int = 200
@@ -404,13 +415,13 @@ class Config:
     run: RunConfig = field(default_factory=RunConfig)
 
 
-def _one_line(exc: Exception) -> str:
+def _one_line(exc: Exception, limit: int = 240) -> str:
     text = str(exc).strip().splitlines()
     head = text[0] if text else type(exc).__name__
     key = getattr(exc, "full_key", None)
     if key and key not in head:
         head = f"{key}: {head}"
-    return head
+    return head if len(head) <= limit else head[: limit - 3] + "..."
 
 
 def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> DictConfig:
@@ -420,6 +431,9 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> DictConfig:
         raise ConfigError(f"config {path} extends itself")
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
+    if path.suffix.lower() not in CONFIG_SUFFIXES:  # and never echo a foreign file's contents in an error
+        named_by = f" (named by `extends:` in {seen[-1]})" if seen else ""
+        raise ConfigError(f"config {path}{named_by} is not a .yaml/.yml file")
     try:
         data = OmegaConf.load(path)
     except Exception as exc:  # yaml errors carry multi-line messages
@@ -459,14 +473,34 @@ def _check(ok: bool, key: str, why: str) -> None:
         raise ConfigError(f"bad config: {key} {why}")
 
 
+INT64 = (-(2**63), 2**63 - 1)
+
+
+def _check_numbers(node: Any, prefix: str = "") -> None:
+    """Every float setting is finite (inf and nan would pass most range checks and give black
+    textures or blank views) and every integer fits 64 bits."""
+    for f in fields(node):
+        value, key = getattr(node, f.name), prefix + f.name
+        if is_dataclass(value):
+            _check_numbers(value, key + ".")
+            continue
+        for item in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(item, float):
+                _check(math.isfinite(item), key, "must be a finite number")
+            elif isinstance(item, int) and not isinstance(item, bool):
+                _check(INT64[0] <= item <= INT64[1], key, "must fit in 64 bits")
+
+
 def validate(cfg: Config) -> None:
     """Range checks that types alone cannot express."""
+    _check_numbers(cfg)
     i = cfg.intake
-    _check(i.crop_size >= 128, "intake.crop_size", "must be >= 128")
-    _check(i.small_size >= 64, "intake.small_size", "must be >= 64")
-    _check(i.min_short_side >= 16, "intake.min_short_side", "must be >= 16")
-    _check(i.min_face_px >= 16, "intake.min_face_px", "must be >= 16")
-    _check(i.max_pixels > 0, "intake.max_pixels", "must be positive")
+    _check(128 <= i.crop_size <= MAX_CROP, "intake.crop_size", f"must be in [128, {MAX_CROP}]")
+    _check(64 <= i.small_size <= i.crop_size, "intake.small_size", "must be in [64, intake.crop_size]")
+    _check(16 <= i.min_short_side <= 100_000, "intake.min_short_side", "must be in [16, 100000]")
+    _check(16 <= i.min_face_px <= 100_000, "intake.min_face_px", "must be in [16, 100000]")
+    _check(0 < i.max_pixels <= MAX_PIXELS, "intake.max_pixels", f"must be in [1, {MAX_PIXELS}]")
+    _check(0.0 <= i.neck_margin <= 3.0, "intake.neck_margin", "must be in [0, 3]")
     _check(0.0 <= i.background <= 1.0, "intake.background", "must be in [0, 1]")
     _check(0.5 <= i.crop_scale <= 3.0, "intake.crop_scale", "must be in [0.5, 3]")
     _check(0.0 < i.detection_confidence < 1.0, "intake.detection_confidence", "must be in (0, 1)")
@@ -513,20 +547,26 @@ def validate(cfg: Config) -> None:
     _check(i.guidance_scale >= 0 and i.ip_scale >= 0 and i.control_scale >= 0, "fit.geometry.isd.guidance_scale", "and the scales must be >= 0")
     _check(i.image in ("normal", "shaded"), "fit.geometry.isd.image", "must be normal or shaded")
     _check(i.precision in ("fp16", "bf16", "fp32"), "fit.geometry.isd.precision", "must be fp16, bf16 or fp32")
+    _check(i.anneal_steps >= 1 and i.perp_neg_weight >= 0, "fit.geometry.isd.anneal_steps", "must be >= 1 with perp_neg_weight >= 0")
+    _check(1 <= i.lora_rank <= 256 and i.lora_lr > 0, "fit.geometry.isd.lora_rank", "must be in [1, 256] with lora_lr positive")
+    _check(i.grad_clip is None or i.grad_clip > 0, "fit.geometry.isd.grad_clip", "must be positive or null")
+    _check(0.0 <= i.identity_max_azimuth <= 180.0, "fit.geometry.isd.identity_max_azimuth", "must be in [0, 180]")
     t = cfg.fit.texture
     _check(64 <= t.resolution <= 8192, "fit.texture.resolution", "must be in [64, 8192]")
     _check(t.max_faces >= 1000, "fit.texture.max_faces", "must be >= 1000")
     _check(-1.0 <= t.min_cosine < 1.0, "fit.texture.min_cosine", "must be in [-1, 1)")
-    _check(t.feather > 0, "fit.texture.feather", "must be positive")
-    _check(t.depth_tolerance > 0, "fit.texture.depth_tolerance", "must be positive")
-    _check(t.uv_padding >= 0 and t.xatlas_timeout_s > 0, "fit.texture.uv_padding", "must be >= 0 with xatlas_timeout_s positive")
-    _check(t.hair_anchor_weight >= 0, "fit.texture.hair_anchor_weight", "must be >= 0")
+    _check(0 < t.feather <= 2.0, "fit.texture.feather", "must be in (0, 2]")
+    _check(0 < t.depth_tolerance <= 1.0, "fit.texture.depth_tolerance", "must be in (0, 1]")
+    _check(0 <= t.uv_padding <= 64 and 0 < t.xatlas_timeout_s <= 86400, "fit.texture.uv_padding",
+           "must be in [0, 64] with xatlas_timeout_s in (0, 86400]")
+    _check(0 <= t.hair_anchor_weight <= 10.0, "fit.texture.hair_anchor_weight", "must be in [0, 10]")
     _check_texture_diffusion(t)
     e = cfg.export
     _check(64 <= e.view_size <= 4096 and e.view_size % 2 == 0, "export.view_size", "must be even and in [64, 4096]")
     _check(64 <= e.turntable_size <= 4096 and e.turntable_size % 2 == 0, "export.turntable_size", "must be even and in [64, 4096]")
     _check(e.turntable_frames >= 1 and e.turntable_fps >= 1, "export.turntable_frames", "and turntable_fps must be >= 1")
-    _check(e.view_radius > 1.5 and 5.0 <= e.view_fov_deg <= 120.0, "export.view_radius", "must be > 1.5 with view_fov_deg in [5, 120]")
+    _check(1.5 < e.view_radius <= MAX_RADIUS and 5.0 <= e.view_fov_deg <= 120.0, "export.view_radius",
+           f"must be in (1.5, {MAX_RADIUS:g}] with view_fov_deg in [5, 120]")
     _check(-89.0 <= e.turntable_elevation_deg <= 89.0, "export.turntable_elevation_deg", "must be in [-89, 89]")
     _check(cfg.init.kind in ("template", "mesh", "gan_inversion", "multiview"), "init.kind", "must be one of template, mesh, gan_inversion, multiview")
     _check_multiview(cfg.init)
@@ -534,6 +574,7 @@ def validate(cfg: Config) -> None:
     _check(cfg.init.kind != "mesh" or bool(cfg.init.mesh_path), "init.mesh_path", "is required with init.kind=mesh")
     _check_gan(cfg.init.gan)
     _check(cfg.run.device in ("auto", "cpu", "cuda"), "run.device", "must be auto, cpu or cuda")
+    _check(0 <= cfg.run.seed <= INT64[1], "run.seed", f"must be in [0, {INT64[1]}]")
     _check(cfg.run.checkpoint_every > 0, "run.checkpoint_every", "must be positive")
     _check(cfg.run.max_nan_rollbacks >= 0, "run.max_nan_rollbacks", "must be >= 0")
 
@@ -607,6 +648,7 @@ def _check_gan(gan: GanInversionConfig) -> None:
     _check(8 <= gan.neural_rendering_resolution <= 512, "init.gan.neural_rendering_resolution", "must be in [8, 512]")
     _check(16 <= gan.mesh_resolution <= 1024 and 16 <= gan.sdf_resolution <= 512, "init.gan.mesh_resolution", "must be in [16, 1024] (sdf_resolution in [16, 512])")
     _check(gan.normal_views >= 1 and 32 <= gan.normal_size <= 4096, "init.gan.normal_views", "must be >= 1 with normal_size in [32, 4096]")
+    _check(gan.mesh_level > 0, "init.gan.mesh_level", "must be positive (a density level)")
     _check(5.0 <= gan.normal_fov <= 120.0 and -89.0 <= gan.normal_pitch <= 89.0, "init.gan.normal_fov", "must be in [5, 120] with normal_pitch in [-89, 89]")
 
 

@@ -2,36 +2,52 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import signal
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import torch
 
 from fitter.config import Config
+from fitter.errors import ConfigError, StopRequested
 
 log = logging.getLogger("headfit")
 
 
 class StopFlag:
-    """Set by SIGINT/SIGTERM; training loops poll it, save a checkpoint and stop.
+    """Set by SIGINT/SIGTERM. Inside a training loop (`deferred`) the loop polls it, saves a
+    checkpoint and stops; anywhere else the signal raises `StopRequested` at once, so a stop is
+    honoured promptly in long preparations (loading, meshing) that have nothing to checkpoint.
 
     A second Ctrl-C while a stop is pending raises KeyboardInterrupt at once.
     """
 
     def __init__(self) -> None:
         self.requested = False
+        self._deferring = 0
         self._previous: dict[int, Any] = {}
 
     def request(self, signum: int = signal.SIGINT, frame: Any = None) -> None:
         if self.requested and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.requested = True
+        if not self._deferring:
+            raise StopRequested("stop requested")
         log.warning("stop requested: saving a checkpoint at the next step")
+
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator[None]:
+        """While this block runs, a signal only sets the flag (the caller polls it and checkpoints)."""
+        self._deferring += 1
+        try:
+            yield
+        finally:
+            self._deferring -= 1
 
     def install(self) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -49,8 +65,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        from fitter.errors import ConfigError
-
         raise ConfigError("run.device=cuda but no CUDA device is available (use run.device=auto or cpu)")
     return torch.device(name)
 
@@ -61,6 +75,9 @@ class RunContext:
     out: Path
     device: torch.device
     resume: bool = False
+    """Whether the running stage continues from its checkpoints (set per stage by the pipeline)."""
+    stage_hash: Optional[str] = None
+    """The running stage's chained hash; every checkpoint carries it and a mismatch is never loaded."""
     stop: StopFlag = field(default_factory=StopFlag)
     tensorboard: Optional[Any] = None
 

@@ -17,7 +17,7 @@ import torch
 
 from fitter.checkpoint import TrainState, load_checkpoint, save_checkpoint
 from fitter.context import RunContext
-from fitter.errors import DivergedError, StopRequested
+from fitter.errors import DivergedError, StopRequested, UserError
 from fitter.progress import StageProgress
 
 log = logging.getLogger("headfit")
@@ -62,17 +62,28 @@ class TrainLoop:
         saved = load_checkpoint(self.path)
         if saved is None:
             return 0
-        step = self.state.load_state_dict(saved)
+        if saved.get("stage_hash") != self.ctx.stage_hash:
+            log.warning("%s/%s: the checkpoint was made with other inputs or settings; starting over", self.stage, self.name)
+            return 0
+        try:
+            step = self.state.load_state_dict(saved)
+        except (KeyError, RuntimeError, ValueError) as exc:
+            detail = " ".join(str(exc).split())[:160]
+            raise UserError(f"checkpoint {self.path} does not fit this run ({detail}); delete it or rerun without --resume") from None
         log.info("%s/%s: resumed at step %d", self.stage, self.name, step)
         return step
 
     def run(self) -> TrainState:
+        with self.ctx.stop.deferred():
+            return self._run()
+
+    def _run(self) -> TrainState:
         step = self._start_step()
-        good = self.state.snapshot(step)
+        good = self.state.snapshot(step, self.ctx.stage_hash)
         with StageProgress(f"{self.stage}:{self.name}", self.total, step) as progress:
             while step < self.total:
                 if self.ctx.stop.requested:
-                    save_checkpoint(self.path, self.state.state_dict(step))
+                    save_checkpoint(self.path, self.state.state_dict(step, self.ctx.stage_hash))
                     raise StopRequested(f"{self.stage} stopped at step {step}")
                 if self.before_step is not None:
                     self.before_step(step)
@@ -84,7 +95,7 @@ class TrainLoop:
                 progress.update(step, losses)
                 self._record(step, losses)
                 if step % self.every == 0 or step == self.total:
-                    good = self.state.snapshot(step)
+                    good = self.state.snapshot(step, self.ctx.stage_hash)
                     save_checkpoint(self.path, good)
         return self.state
 

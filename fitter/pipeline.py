@@ -4,8 +4,13 @@ Each stage writes `OUT/<stage>/` and, last, `OUT/<stage>/done.json` holding a ha
 with: its config sections and the contents of the files it reads (the subject's files, the user mesh
 or views of the init, the reference maps), chained with the stages before it, so a change anywhere
 upstream invalidates everything downstream. `--resume` skips stages whose marker matches and
-continues the first unfinished one from its checkpoint; without `--resume` every stage after the
+continues the first unfinished one from its checkpoints when its `started.json` carries the same
+hash (otherwise, with one warning, that stage starts over); without `--resume` every stage after the
 intake runs afresh (the intake reuses a complete `subject/` for the same photo and settings).
+
+A stage that runs first deletes the outputs of every later stage (and its own, unless it continues
+from its checkpoints), so a run that stops early never leaves results of other inputs behind. Only
+files listed in the run folder's manifest are ever deleted (`fitter/outdir.py`).
 """
 
 from __future__ import annotations
@@ -15,7 +20,6 @@ import hashlib
 import importlib
 import json
 import logging
-import shutil
 import time
 from pathlib import Path
 from typing import Optional
@@ -27,6 +31,8 @@ from fitter.config import STAGES, Config, as_dict, to_yaml
 from fitter.context import RunContext, resolve_device
 from fitter.digests import file_sha256
 from fitter.errors import StopRequested
+from fitter.logs import log_traceback, run_log
+from fitter.outdir import RUN, RunFolder
 
 log = logging.getLogger("headfit")
 
@@ -92,6 +98,19 @@ def with_effective_models(cfg: Config) -> Config:
     return dataclasses.replace(cfg, models=effective_models_config(cfg.models))
 
 
+STARTED_JSON = "started.json"
+"""Written when a stage starts: the hash it runs under. `--resume` continues a stage from its
+checkpoints only when this hash is the current one; otherwise the stage starts over."""
+
+
+def stage_started(out: Path, stage: str, digest: str) -> bool:
+    marker = out / stage / STARTED_JSON
+    try:
+        return json.loads(marker.read_text()).get("hash") == digest
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 class Pipeline:
     def __init__(self, cfg: Config, image: Path, out: Path, resume: bool = False, stop_after: Optional[str] = None, prompt: Optional[str] = None):
         if prompt is not None:  # --prompt is the top-level `prompt`: the guidance, config.yaml and stage hashes see it
@@ -103,67 +122,93 @@ class Pipeline:
         self.cfg = with_effective_models(cfg)
         self.resume, self.stop_after = resume, stop_after
 
-    def run(self) -> None:
+    def run(self, folder: RunFolder) -> None:
+        """The whole fit into `folder` (opened and locked by the caller)."""
         from fitter.intake import run_intake
         from fitter.reference_user import check_user_maps
 
         t0 = time.perf_counter()
         user_maps = check_user_maps(self.cfg, self.image)  # bad user maps: refused before anything is written
-        # The intake validates the photo before creating anything under OUT.
-        subject = run_intake(self.image, self.cfg, self.out / "subject")
-        handler = self._start_log()
+        ctx = RunContext(self.cfg, self.out, resolve_device(self.cfg.run.device), resume=self.resume)
+        ctx.stop.install()
         try:
-            atomic.write_text(self.out / "config.yaml", to_yaml(self.user_cfg))
-            log.info("intake: %s (%.1f s)", self.out / "subject", time.perf_counter() - t0)
-            if self.stop_after == "intake":
-                return
-            self._reference_maps(subject, user_maps)
-            self._run_stages(subject)
+            folder.stage = "intake"
+            subject = run_intake(self.image, self.cfg, self.out / "subject")  # validates before writing
+            folder.stage = RUN
+            atomic.claim(self.out / "run.log")
+            with run_log(self.out / "run.log"):
+                try:
+                    atomic.write_text(self.out / "config.yaml", to_yaml(self.user_cfg))
+                    log.info("intake: %s (%.1f s)", self.out / "subject", time.perf_counter() - t0)
+                    self._after_intake(ctx, folder, subject, user_maps)
+                except BaseException as exc:
+                    log_traceback(f"run ended by {type(exc).__name__}: {exc}", exc)
+                    raise
         finally:
-            logging.getLogger("headfit").removeHandler(handler)
-            handler.close()
+            ctx.stop.uninstall()
+
+    def _after_intake(self, ctx: RunContext, folder: RunFolder, subject: dict, user_maps: dict) -> None:
+        if self.stop_after == "intake":
+            hashes = stage_hashes(self.user_cfg, subject, stage_input_files(self.cfg, self.out / "subject"))
+            self._drop_stale(folder, hashes)
+            return
+        folder.stage = "reference"
+        self._reference_maps(subject, user_maps)
+        self._run_stages(ctx, folder, subject)
 
     def _reference_maps(self, subject: dict, user_maps: dict) -> None:
         from fitter.reference_maps import ensure_reference_maps
 
         ensure_reference_maps(self.cfg, self.out / "subject", subject, user_maps, resolve_device(self.cfg.run.device))
 
-    def _start_log(self) -> logging.Handler:
-        handler = logging.FileHandler(self.out / "run.log", encoding="utf-8")
-        handler.setLevel(logging.DEBUG)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-        root = logging.getLogger("headfit")
-        root.addHandler(handler)
-        root.setLevel(logging.DEBUG)
-        return handler
+    def _drop_stale(self, folder: RunFolder, hashes: dict[str, str]) -> None:
+        """Delete the outputs of every stage from the first whose marker no longer matches."""
+        for i, stage in enumerate(STAGES[1:]):
+            if not stage_done(self.out, stage, hashes[stage]):
+                removed = folder.remove_stages(STAGES[1 + i:])
+                if removed:
+                    log.info("removed %d stale files of the stages from %s on", len(removed), stage)
+                return
 
-    def _run_stages(self, subject: dict) -> None:
-        ctx = RunContext(self.cfg, self.out, resolve_device(self.cfg.run.device), resume=self.resume)
+    def _run_stages(self, ctx: RunContext, folder: RunFolder, subject: dict) -> None:
         ctx.tensorboard = self._tensorboard()
         hashes = stage_hashes(self.user_cfg, subject, stage_input_files(self.cfg, self.out / "subject"))
         torch.use_deterministic_algorithms(self.cfg.run.deterministic, warn_only=True)
-        ctx.stop.install()
+        stages = list(STAGES[1:])
+        first = next((i for i, s in enumerate(stages) if not (self.resume and stage_done(self.out, s, hashes[s]))), len(stages))
         try:
-            for stage in STAGES[1:]:
-                if self.resume and stage_done(self.out, stage, hashes[stage]):
+            for i, stage in enumerate(stages):
+                if i < first:
                     log.info("%s: already complete, skipped", stage)
                 else:
-                    self._run_stage(ctx, stage, hashes[stage])
+                    continue_it = i == first and self._may_continue(stage, hashes[stage])
+                    folder.remove_stages(stages[i + 1:] + ([] if continue_it else [stage]))
+                    folder.stage = stage
+                    self._run_stage(ctx, stage, hashes[stage], continue_it)
                 if stage == self.stop_after:
                     break
                 if ctx.stop.requested:  # asked during the stage's last step: stop before the next
                     raise StopRequested(f"stopped after {stage}")
         finally:
-            ctx.stop.uninstall()
+            folder.stage = RUN
             if ctx.tensorboard is not None:
                 ctx.tensorboard.close()
+                folder.adopt_tree(self.out / "tensorboard")
 
-    def _run_stage(self, ctx: RunContext, stage: str, digest: str) -> None:
-        stage_dir = self.out / stage
-        if not self.resume and stage_dir.exists():
-            shutil.rmtree(stage_dir)
-        (self.out / stage / "done.json").unlink(missing_ok=True)
+    def _may_continue(self, stage: str, digest: str) -> bool:
+        """--resume: continue `stage` from its checkpoints only if they were made under `digest`."""
+        if not self.resume:
+            return False
+        if stage_started(self.out, stage, digest):
+            return True
+        if (self.out / stage).is_dir() and any((self.out / stage).iterdir()):
+            log.warning("%s: its checkpoint was made with other inputs or settings; starting the stage over", stage)
+        return False
+
+    def _run_stage(self, ctx: RunContext, stage: str, digest: str, continue_it: bool) -> None:
+        ctx.resume, ctx.stage_hash = continue_it, digest
         module = importlib.import_module(f"fitter.stages.{stage}")
+        atomic.write_json(ctx.stage_dir(stage) / STARTED_JSON, {"stage": stage, "hash": digest})
         t0 = time.perf_counter()
         log.info("%s: started", stage)
         module.run(ctx)

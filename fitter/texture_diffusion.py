@@ -135,7 +135,7 @@ def inpainted_texture(ctx: RunContext, mesh: Mesh, layers: Any, coverage: torch.
     settings = InpaintSettings(coverage_threshold=cfg.coverage_threshold, crop_scale=cfg.crop_scale, gen_size=cfg.gen_size,
                                min_view_cosine=cfg.min_view_cosine, erode_px=cfg.erode_px)
     result = progressive_inpaint(mesh, layers.surface, layers.texture, coverage, trajectory(cfg), generate, settings)
-    atomic.write_with(path, lambda tmp: torch.save({"texture": result.texture, "coverage": result.coverage, "views": result.views}, tmp))
+    atomic.write_torch(path, {"texture": result.texture, "coverage": result.coverage, "views": result.views})
     preview = (result.texture.clamp(0, 1).numpy() * 255).round().astype(np.uint8)
     atomic.write_with(path.with_suffix(".png"), lambda tmp: Image.fromarray(preview).save(tmp, format="PNG"))
     log.info("texture: inpainted %d views, %.1f%% of the texels painted", sum(v["texels"] > 0 for v in result.views),

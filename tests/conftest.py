@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import secrets
+
+import numpy as np
 import pytest
 import torch
 
@@ -14,3 +18,12 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture
+def seeded_rng(request) -> np.random.Generator:
+    """A generator for tests that draw (a stop step, a delay): seeded, and the seed printed (pytest
+    shows it with a failure) so that `HEADFIT_TEST_SEED=N` reproduces the draw."""
+    seed = int(os.environ.get("HEADFIT_TEST_SEED") or secrets.randbits(32))
+    print(f"{request.node.nodeid}: random seed {seed} (HEADFIT_TEST_SEED={seed} reproduces it)")
+    return np.random.default_rng(seed)

@@ -64,9 +64,9 @@ def test_tiny_hero_geometry_first_fits_the_init_normal_views(hero_run):
 # The highest step to stop at: a stop asked during phase 1b's last step (7) halts the sculpt before its
 # first step, but one asked during the sculpt's last step (11) lets the stage, and so this run, finish.
 @pytest.mark.parametrize("phase, highest", [("init_views", 7), ("sculpt", 10)])
-def test_resume_with_isd_matches_uninterrupted(hero_run, tmp_path, monkeypatch, phase, highest):
+def test_resume_with_isd_matches_uninterrupted(hero_run, tmp_path, monkeypatch, seeded_rng, phase, highest):
     """Stopped at a random step of geometry phase 1b or 2, a resumed fit ends where the uninterrupted one did."""
-    stop = int(np.random.default_rng().integers(1, highest, endpoint=True))
+    stop = int(seeded_rng.integers(1, highest, endpoint=True))
     original = loop_module.TrainLoop._one_step
 
     def one_step(self, current: int):

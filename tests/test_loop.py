@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import signal
+
 import numpy as np
 import pytest
 import torch
 
 from fitter.checkpoint import TrainState, load_checkpoint
 from fitter.config import Config
-from fitter.context import RunContext
-from fitter.errors import DivergedError, StopRequested
+from fitter.context import RunContext, StopFlag
+from fitter.errors import DivergedError, StopRequested, UserError
 from fitter.loop import TrainLoop
 
 
@@ -38,12 +40,12 @@ def params(model: torch.nn.Module) -> torch.Tensor:
     return torch.cat([p.detach().flatten() for p in model.parameters()])
 
 
-def test_resume_after_stop_matches_uninterrupted(tmp_path):
+def test_resume_after_stop_matches_uninterrupted(tmp_path, seeded_rng):
     model, state, step_fn = make_problem()
     TrainLoop(ctx_for(tmp_path / "a"), "geometry", "fit", state, 40, step_fn).run()
     reference = params(model)
 
-    stop_at = int(np.random.default_rng().integers(1, 39))
+    stop_at = int(seeded_rng.integers(1, 39))
     model, state, step_fn = make_problem()
     ctx = ctx_for(tmp_path / "b")
 
@@ -111,3 +113,47 @@ def test_tensorboard_scalars_when_enabled(tmp_path):
     events.Reload()
     assert "geometry/fit/loss_fit" in events.Tags()["scalars"]
     assert len(events.Scalars("geometry/fit/loss_fit")) == 6
+
+
+def test_a_checkpoint_of_another_stage_hash_is_never_loaded(tmp_path, caplog):
+    model, state, step_fn = make_problem()
+    ctx = ctx_for(tmp_path)
+    ctx.stage_hash = "made-with-photo-a"
+    TrainLoop(ctx, "geometry", "fit", state, 8, step_fn).run()
+    model, state, step_fn = make_problem()
+    ctx = ctx_for(tmp_path, resume=True)
+    ctx.stage_hash = "now-photo-b"
+    with caplog.at_level("WARNING", logger="headfit"):
+        TrainLoop(ctx, "geometry", "fit", state, 8, step_fn).run()
+    assert "other inputs or settings" in caplog.text
+    assert load_checkpoint(tmp_path / "geometry" / "fit.pt")["stage_hash"] == "now-photo-b"
+    assert state.history["loss_fit"][0][0] == 1  # it ran from step 0
+
+
+@pytest.mark.parametrize("content", [b"", b"not a zip", b"PK\x03\x04 truncated"])
+def test_a_damaged_checkpoint_is_a_user_error_naming_the_file(tmp_path, content):
+    path = tmp_path / "geometry" / "sculpt.pt"
+    path.parent.mkdir()
+    path.write_bytes(content)
+    with pytest.raises(UserError, match="sculpt.pt is damaged") as info:
+        load_checkpoint(path)
+    assert "\n" not in str(info.value) and "--resume" in str(info.value)
+
+
+def test_a_checkpoint_that_does_not_fit_the_model_is_a_user_error(tmp_path):
+    model, state, step_fn = make_problem()
+    TrainLoop(ctx_for(tmp_path), "geometry", "fit", state, 4, step_fn).run()
+    wider = torch.nn.Sequential(torch.nn.Linear(3, 32), torch.nn.Tanh(), torch.nn.Linear(32, 1))
+    other = TrainState({"model": wider}, {"opt": torch.optim.Adam(wider.parameters())}, np.random.default_rng(0))
+    with pytest.raises(UserError, match="does not fit this run"):
+        TrainLoop(ctx_for(tmp_path, resume=True), "geometry", "fit", other, 8, step_fn).run()
+
+
+def test_a_stop_outside_a_training_loop_is_honoured_at_once():
+    flag = StopFlag()
+    with pytest.raises(StopRequested):
+        flag.request(signal.SIGTERM)
+    flag = StopFlag()
+    with flag.deferred():
+        flag.request(signal.SIGTERM)  # inside a loop: only the flag, the loop checkpoints
+    assert flag.requested
