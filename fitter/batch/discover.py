@@ -24,6 +24,7 @@ def find_images(source: Path) -> list[Path]:
     if not images:
         raise UserError(f"--images {source}: no photos found")
     check_unique_stems(images)
+    check_visible_stems(images)
     return images
 
 
@@ -49,3 +50,12 @@ def check_unique_stems(images: list[Path]) -> None:
     if clashes:
         parts = "; ".join(f"{stem}: {', '.join(map(str, paths))}" for stem, paths in sorted(clashes.items()))
         raise UserError(f"photos with the same name would share an output folder ({parts}); rename them")
+
+
+def check_visible_stems(images: list[Path]) -> None:
+    """A photo named `.batch.png` would be written into ROOT/.batch, the batch's own folder; hidden
+    names are refused (a folder's hidden files are skipped already)."""
+    hidden = [str(image) for image in images if image.stem.startswith(".")]
+    if hidden:
+        raise UserError(f"photos whose names start with '.' would be written into hidden folders of ROOT "
+                        f"(e.g. ROOT/.batch, the batch's own): {', '.join(hidden[:5])}; rename them")

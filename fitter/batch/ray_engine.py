@@ -1,5 +1,5 @@
-"""`--engine ray`: one Ray task per subject, each asking for `num_gpus=--gpus-per-fit` and
-`num_cpus=--cpus-per-fit`, so Ray runs as many fits at once as the cluster's resources allow. Ray
+"""`--engine ray`: one Ray task per subject, each asking for `num_gpus=--gpus-per-fit` (default: 1
+when the cluster has GPUs, else 0; logged) and `num_cpus=--cpus-per-fit`, so Ray runs as many fits at once as the cluster's resources allow. Ray
 sets OMP_NUM_THREADS to the task's CPUs and the fit inherits it, so fits sharing a machine do not
 oversubscribe its cores (on a 2-core box: two fits at once, one thread each).
 
@@ -23,12 +23,13 @@ from fitter.batch.engine import OnResult, lost_task
 from fitter.batch.task import SubjectTask, run_subject
 from fitter.errors import UserError
 
+log = logging.getLogger("headfit")
 CANCEL_GRACE_S = 150.0
 """How long cancelled fits get to save a checkpoint before Ray is shut down."""
 
 
 class RayEngine:
-    def __init__(self, gpus_per_fit: float, cpus_per_fit: int, address: Optional[str] = None):
+    def __init__(self, gpus_per_fit: Optional[float], cpus_per_fit: int, address: Optional[str] = None):
         self.gpus, self.cpus, self.address = gpus_per_fit, cpus_per_fit, address
 
     def run(self, tasks: Sequence[SubjectTask], on_result: OnResult) -> None:
@@ -49,9 +50,17 @@ class RayEngine:
             ray.init(address=self.address or "local", include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise UserError(f"cannot start or reach Ray (address {self.address or 'local'}): {exc}") from None
+        self._choose_gpus(ray)
         if self.address is None:
             self._check_local_resources(ray)
         return True
+
+    def _choose_gpus(self, ray) -> None:  # type: ignore[no-untyped-def]
+        if self.gpus is not None:
+            return
+        have = ray.cluster_resources().get("GPU", 0)
+        self.gpus = 1.0 if have >= 1 else 0.0
+        log.info("batch: the Ray cluster has %g GPU(s): each fit asks for %g (--gpus-per-fit sets it)", have, self.gpus)
 
     def _check_local_resources(self, ray) -> None:  # type: ignore[no-untyped-def]
         """A task asking for more than a fixed local instance has would wait forever."""

@@ -13,7 +13,9 @@ from fitter.batch.progress import BatchProgress
 from fitter.batch.state import Plan, plan_subject
 from fitter.batch.summary import read_metrics, write_summary
 from fitter.batch.task import DONE, PENDING, SKIPPED, STOPPED, SubjectResult, SubjectTask, log_path_for
+from fitter import atomic
 from fitter.config import Config, to_yaml
+from fitter.outdir import RunFolder
 
 
 @dataclass(frozen=True)
@@ -26,7 +28,8 @@ class BatchOptions:
     engine: str = "local"
     retries: int = 1
     """Extra attempts for a fit that fails (not for a photo the intake refuses)."""
-    gpus_per_fit: float = 1.0
+    gpus_per_fit: Optional[float] = None
+    """None: 1 where the cluster (or this machine) has GPUs, else 0 (the engine decides and logs it)."""
     cpus_per_fit: int = 1
     address: Optional[str] = None
     cluster: Optional[str] = None
@@ -34,12 +37,17 @@ class BatchOptions:
     partition: Optional[str] = None
 
 
-def run_batch(options: BatchOptions, cfg: Config) -> list[SubjectResult]:
-    """Fit every photo into `ROOT/<stem>/`; `cfg` is the config the options resolve to (already checked)."""
+def run_batch(options: BatchOptions, cfg: Config, folder: Optional[RunFolder] = None) -> list[SubjectResult]:
+    """Fit every photo into `ROOT/<stem>/`; `cfg` is the config the options resolve to (already checked).
+    `folder`: ROOT, opened and locked by the caller (one is opened here when None)."""
+    if folder is None:
+        with RunFolder(options.root, [options.images]) as opened:
+            return run_batch(options, cfg, opened)
     root = options.root.absolute()
     images = find_images(options.images)
-    root.mkdir(parents=True, exist_ok=True)
     results, tasks = plan_all(options, root, images, to_yaml(cfg))
+    for task in tasks:
+        atomic.claim(task.log)  # the fits append to their logs from other processes
     engine = make_engine(options.engine, options.gpus_per_fit, options.cpus_per_fit, options.address,
                          options.cluster, str(root / ".batch" / "submitit"), options.timeout_min, options.partition)
     with BatchProgress(len(results)) as progress:
@@ -52,6 +60,8 @@ def run_batch(options: BatchOptions, cfg: Config) -> list[SubjectResult]:
         except KeyboardInterrupt:
             record.stop_pending()
             raise
+        finally:
+            folder.adopt_tree(root / ".batch" / "submitit")
     return list(results.values())
 
 
