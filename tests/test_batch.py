@@ -170,6 +170,38 @@ def test_ray_started_here_refuses_fits_that_need_missing_gpus(tmp_path):
     assert result.stderr.splitlines()[-1].startswith("error: each fit asks for 64 GPU")
 
 
+def test_ray_on_a_cpu_machine_asks_for_no_gpu_by_default(tmp_path):
+    """The attack: `batch --engine ray` on a CPU box failed with "each fit asks for 1 GPU"."""
+    photos = make_photos(tmp_path / "photos", ())
+    command = [sys.executable, "run.py", "batch", "--images", str(photos), "--out", str(tmp_path / "root"),
+               "--config", PREVIEW, "--engine", "ray"]
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert "each fit asks for 0 (--gpus-per-fit sets it)" in result.stdout, result.stdout + result.stderr
+    assert result.returncode == 2 and result.stderr.splitlines()[-1] == "error: 1 of 1 subjects not fitted: broken refused"
+
+
+@pytest.mark.parametrize("have, asks", [({"CPU": 2.0}, 0.0), ({"CPU": 8.0, "GPU": 4.0}, 1.0)])
+def test_ray_gpus_per_fit_default_follows_the_cluster(have, asks):
+    from types import SimpleNamespace
+
+    from fitter.batch.ray_engine import RayEngine
+
+    fake_ray = SimpleNamespace(cluster_resources=lambda: have)
+    engine = RayEngine(None, 1)
+    engine._choose_gpus(fake_ray)
+    assert engine.gpus == asks
+    explicit = RayEngine(0.5, 1)
+    explicit._choose_gpus(fake_ray)
+    assert explicit.gpus == 0.5
+
+
+def test_a_listed_photo_with_a_hidden_name_is_refused(tmp_path, capsys):
+    shutil.copy(EXAMPLE, tmp_path / ".batch.png")
+    (tmp_path / "list.txt").write_text(".batch.png\n")
+    assert main(["batch", "--images", str(tmp_path / "list.txt"), "--out", str(tmp_path / "root"), "--config", PREVIEW]) == 2
+    assert "start with '.'" in capsys.readouterr().err and not (tmp_path / "root").exists()
+
+
 @pytest.fixture(scope="module")
 def ray_with_logical_gpus():
     import logging

@@ -36,6 +36,7 @@ class RayEngine:
         import ray
 
         started = self._connect(ray)
+        self._choose_gpus(ray)
         try:
             self._run_all(ray, tasks, on_result)
         finally:
@@ -50,8 +51,8 @@ class RayEngine:
             ray.init(address=self.address or "local", include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise UserError(f"cannot start or reach Ray (address {self.address or 'local'}): {exc}") from None
-        self._choose_gpus(ray)
         if self.address is None:
+            self._choose_gpus(ray)
             self._check_local_resources(ray)
         return True
 
