@@ -1,5 +1,7 @@
 """Intake input handling: every usual photo format loads; every bad input is one BadImageError and
-creates nothing on disk; arbitrary bytes or images never raise anything else."""
+creates nothing on disk; arbitrary bytes or random-pixel images are always refused with a
+BadImageError and never raise anything else. Hypothesis runs derandomized (a fixed seed per test) and
+prints the failing example, whose `seed` argument seeds the pixel draw."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 from skimage import data
@@ -142,8 +144,8 @@ def make_bad(kind: str, folder: Path) -> Path:
         Image.fromarray(ASTRONAUT).resize((100, 100)).save(path)
     elif kind == "tiny_face":
         Image.fromarray(ASTRONAUT).resize((256, 256), Image.LANCZOS).save(path)
-    elif kind in ("no_face", "profile_face"):
-        image = data.coffee() if kind == "no_face" else data.camera()
+    elif kind in ("no_face", "profile_face", "cat"):
+        image = {"no_face": data.coffee, "profile_face": data.camera, "cat": data.chelsea}[kind]()
         Image.fromarray(image).save(path)
     elif kind == "bomb_header":
         path.write_bytes(png_header_claiming(100_000, 100_000))
@@ -162,6 +164,7 @@ BAD = {
     "small_image": "min_short_side",
     "tiny_face": "min_face_px",
     "no_face": "no face",
+    "cat": "no human face",
     "profile_face": "max_yaw",
     "bomb_header": "pixels",
     "bomb_limit": "max_pixels",
@@ -185,7 +188,10 @@ def test_bad_input_is_one_line_and_creates_nothing(tmp_path, kind):
 PREFIXES = [b"", b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff\xe0", b"GIF89a", b"BM", b"II*\x00", b"RIFF\x00\x00\x00\x00WEBPVP8 "]
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = dict(deadline=None, derandomize=True, print_blob=True, suppress_health_check=[HealthCheck.too_slow])
+
+
+@settings(max_examples=40, **SETTINGS)
 @given(prefix=st.sampled_from(PREFIXES), body=st.binary(min_size=0, max_size=2048), suffix=st.sampled_from([".jpg", ".png", ".webp"]))
 def test_random_bytes_only_raise_bad_image(prefix, body, suffix):
     with tempfile.TemporaryDirectory() as tmp:
@@ -196,7 +202,10 @@ def test_random_bytes_only_raise_bad_image(prefix, body, suffix):
         assert not (Path(tmp) / "out").exists()
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+RANDOM_IMAGE_REFUSALS = ("min_short_side", "no face found", "no human face", "min_face_px", "max_yaw", "cannot decode")
+
+
+@settings(max_examples=15, **SETTINGS)
 @given(
     width=st.integers(1, 260),
     height=st.integers(1, 260),
@@ -204,7 +213,7 @@ def test_random_bytes_only_raise_bad_image(prefix, body, suffix):
     fmt=st.sampled_from(["PNG", "JPEG", "WEBP", "TIFF"]),
     seed=st.integers(0, 2**16),
 )
-def test_random_small_images_only_raise_bad_image(width, height, mode, fmt, seed):
+def test_random_small_images_are_refused(width, height, mode, fmt, seed):
     rng = np.random.default_rng(seed)
     pixels = rng.integers(0, 256, size=(height, width, 4), dtype=np.uint8)
     image = Image.fromarray(pixels, "RGBA").convert(mode) if mode != "I;16" else Image.fromarray(pixels[:, :, 0].astype(np.uint16) * 257)
@@ -213,8 +222,30 @@ def test_random_small_images_only_raise_bad_image(width, height, mode, fmt, seed
         try:
             image.save(photo, format=fmt)
         except (OSError, ValueError, KeyError):
-            return  # this format cannot store this mode; nothing to test
-        try:
+            assume(False)  # this format cannot store this mode
+        with pytest.raises(BadImageError) as err:  # random pixels hold no face
             run_intake(photo, Config(), Path(tmp) / "out" / "subject")
-        except BadImageError:
-            assert not (Path(tmp) / "out").exists()
+        assert any(reason in str(err.value) for reason in RANDOM_IMAGE_REFUSALS), str(err.value)
+        assert not (Path(tmp) / "out").exists()
+
+
+def black_png(width: int, height: int) -> bytes:
+    """A valid 1-bit PNG of width x height black pixels, a few kB however large."""
+    row = b"\x00" + b"\x00" * ((width + 7) // 8)
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    chunk = lambda kind, body: struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(row * height, 9)) + chunk(b"IEND", b"")
+
+
+def test_max_pixels_is_the_one_limit_above_pils_bomb_guard():
+    """90 MP is over PIL's default 89.5 MP guard: intake.max_pixels decides, and PIL's guard is restored."""
+    default_guard = Image.MAX_IMAGE_PIXELS
+    huge = black_png(9500, 9500)
+    image = decode_image(huge, "huge.png", IntakeConfig(max_pixels=100_000_000))
+    assert image.rgb.shape == (9500, 9500, 3)
+    assert Image.MAX_IMAGE_PIXELS == default_guard
+    with pytest.raises(BadImageError, match="90250000 pixels, more than intake.max_pixels=90000000"):
+        decode_image(huge, "huge.png", IntakeConfig(max_pixels=90_000_000))
+    with pytest.raises(BadImageError, match="90250000 pixels, more than intake.max_pixels=80000000"):
+        decode_image(huge, "huge.png", IntakeConfig(max_pixels=80_000_000))
+    assert Image.MAX_IMAGE_PIXELS == default_guard

@@ -4,6 +4,7 @@ Two passes make detection independent of image size and face size: MediaPipe's f
 (short- and full-range) propose face boxes on the whole image (and, when it shows none, on ever
 smaller overlapping tiles, for small faces in large photos); then FaceMesh runs on a square region
 around each box, resampled to a fixed working size (this upscales small faces and shrinks huge ones).
+MediaPipe's native log lines go to run.log, not the terminal (native_quiet.py).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fitter.intake.native_quiet import native_stderr_to_log
 from fitter.intake.warp import similarity, warp_image
 
 MIN_TILE = 256
@@ -77,6 +79,7 @@ def _dedupe(boxes: list[tuple], threshold: float) -> list[tuple]:
     return kept
 
 
+@native_stderr_to_log()
 def detect_boxes(rgb: np.ndarray, confidence: float) -> list[tuple[float, float, float, float]]:
     """Face boxes (x0, y0, x1, y1) in pixels: the whole image first, then ever smaller overlapping
     square tiles until some face is found."""
@@ -128,6 +131,7 @@ def _mesh_in_region(rgb: np.ndarray, centre: np.ndarray, side: float, confidence
     return Face(np.column_stack([xy, best[:, 2] / scale]))
 
 
+@native_stderr_to_log()
 def detect_faces(rgb: np.ndarray, confidence: float = 0.5, background: float = 0.5) -> list[Face]:
     """All faces found, largest first (by landmark box)."""
     rgb = np.ascontiguousarray(rgb[:, :, :3], dtype=np.uint8)

@@ -2,16 +2,25 @@
 
 Every decoder failure becomes `BadImageError`: PIL's plugins raise OSError, SyntaxError, ValueError,
 struct.error, EOFError, ZeroDivisionError, MemoryError and more for damaged files.
+
+One pixel limit, `intake.max_pixels`: the image size is checked from the header before any pixel is
+decoded, and PIL's own decompression-bomb guard (`Image.MAX_IMAGE_PIXELS`, 89.5 MP by default, which
+also guards frames and sub-images that plugins size while decoding) is set to the same limit for the
+duration of the decode and restored afterwards.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import logging
+import re
+import threading
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -22,6 +31,7 @@ from fitter.errors import BadImageError
 log = logging.getLogger("headfit")
 BYTES_PER_PIXEL_CAP = 8
 """A file larger than max_pixels x this (16-bit RGBA, uncompressed) cannot be a photo we accept."""
+_PIL_LIMIT_LOCK = threading.Lock()
 
 
 @dataclass
@@ -58,17 +68,34 @@ def sha256_of(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+@contextlib.contextmanager
+def pil_pixel_limit(max_pixels: int) -> Iterator[None]:
+    """PIL's decompression-bomb limit set to `max_pixels` while the block runs (one decode at a time)."""
+    with _PIL_LIMIT_LOCK:
+        saved = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = max_pixels
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+
+
+def too_many_pixels(name: str, max_pixels: int, size: str = "too many") -> BadImageError:
+    return BadImageError(f"{name} has {size} pixels, more than intake.max_pixels={max_pixels}")
+
+
 def decode_image(data: bytes, name: str, cfg: IntakeConfig) -> LoadedImage:
     """Decode, check the size limits, orient and convert to RGB (+ alpha hint)."""
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), pil_pixel_limit(cfg.max_pixels):
             warnings.simplefilter("ignore")  # PIL warns about damaged metadata; stderr stays one line
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             return _decode(data, name, cfg)
     except BadImageError:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise BadImageError(f"{name}: too many pixels (possible decompression bomb)") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        count = re.search(r"\((\d+) pixels\)", str(exc))  # PIL: "Image size (N pixels) exceeds limit of ..."
+        raise too_many_pixels(name, cfg.max_pixels, count[1] if count else "too many") from None
     except Exception as exc:  # any decoder failure is a bad file, never a traceback
         detail = " ".join(str(exc).split()) or type(exc).__name__
         raise BadImageError(f"cannot decode image {name}: {detail[:200]}") from None
@@ -80,8 +107,8 @@ def _decode(data: bytes, name: str, cfg: IntakeConfig) -> LoadedImage:
     except Image.UnidentifiedImageError:
         raise BadImageError(f"{name} is not an image file (or a format that cannot be read)") from None
     w, h = im.size
-    if w * h > cfg.max_pixels:
-        raise BadImageError(f"{name} has {w}x{h} pixels, more than intake.max_pixels={cfg.max_pixels}")
+    if w * h > cfg.max_pixels:  # PIL's guard in open() refuses this first; kept for plugins that skip it
+        raise too_many_pixels(name, cfg.max_pixels, f"{w}x{h}")
     if min(w, h) < cfg.min_short_side:
         raise BadImageError(f"{name} is {w}x{h}: the short side must be at least intake.min_short_side={cfg.min_short_side} px")
     fmt = im.format or "unknown"

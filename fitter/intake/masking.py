@@ -17,6 +17,7 @@ from scipy import ndimage
 
 from fitter.config import Config
 from fitter.intake import meshpoints as mpi
+from fitter.intake.native_quiet import native_stderr_to_log
 from fitter.intake.parsing import parsing_foreground
 
 SELFIE_THRESHOLD = 0.5
@@ -32,6 +33,7 @@ def selfie_segmenter():
     return mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=0)
 
 
+@native_stderr_to_log()
 def selfie_probability(rgb: np.ndarray) -> np.ndarray:
     """(H, W) float32 person probability."""
     result = selfie_segmenter().process(np.ascontiguousarray(rgb))

@@ -23,7 +23,7 @@ from fitter.intake.analysis import Analysis, Warnings, analyse
 from fitter.intake.loading import LoadedImage, decode_image, read_input_bytes, sha256_of
 
 log = logging.getLogger("headfit")
-INTAKE_VERSION = 1
+INTAKE_VERSION = 2
 """Bump when the analysis changes so that old subjects are redone."""
 SUBJECT_JSON = "subject.json"
 SUBJECT_FILES = ("image.png", "image_512.png", "mask.png", "landmarks.json", "camera.json", "identity.npz")
@@ -93,6 +93,18 @@ def _write_file(path: Path, payload: object) -> None:
         atomic.write_npz(path, **payload)  # type: ignore[arg-type]
 
 
+def _face_record(a: Analysis) -> dict:
+    rounded = lambda v: None if v is None else round(v, 3)
+    return {
+        "box_input": [round(v, 2) for v in a.face.box],
+        "size_px": round(a.face.size, 2),
+        "index": a.face_index,
+        "count": a.face_count,
+        "dlib_hog_score": rounded(a.evidence.hog_score),
+        "dlib_cnn_confidence": rounded(a.evidence.cnn_confidence),
+    }
+
+
 def _subject_record(image_path: Path, image: LoadedImage, a: Analysis, cfg: Config, prompt: str, settings: dict) -> dict:
     h, w = image.rgb.shape[:2]
     return {
@@ -103,7 +115,7 @@ def _subject_record(image_path: Path, image: LoadedImage, a: Analysis, cfg: Conf
         "input": {"width": w, "height": h, "format": image.format, "mode": image.mode, "exif_orientation": image.exif_orientation, "had_alpha": image.alpha is not None},
         "settings": settings,
         "prompt": prompt,
-        "face": {"box_input": [round(v, 2) for v in a.face.box], "size_px": round(a.face.size, 2), "index": a.face_index, "count": a.face_count},
+        "face": _face_record(a),
         "pose": a.pose.angles() | {"pnp_rms_px": a.pose.rms_px},
         "crop": {
             "size": cfg.intake.crop_size,
