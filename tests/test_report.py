@@ -87,8 +87,10 @@ def test_report_in_headless_chromium(run_dir, tmp_path):
         page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
         page.on("pageerror", lambda e: problems.append(str(e)))
         page.goto((run_dir / "report.html").as_uri())
-        page.wait_for_function("document.querySelector('model-viewer')?.loaded === true", timeout=60_000)
-        page.wait_for_timeout(500)  # the first frame after loading
+        # loaded and shown (model-viewer's `modelIsVisible`), then two animation frames: the first drawn one
+        page.wait_for_function("(() => { const v = document.querySelector('model-viewer');"
+                               " return v?.loaded === true && v.modelIsVisible === true; })()", timeout=60_000)
+        page.evaluate("new Promise(done => requestAnimationFrame(() => requestAnimationFrame(done)))")
         shot = tmp_path / "viewer.png"
         page.locator("model-viewer").screenshot(path=str(shot))
         browser.close()
