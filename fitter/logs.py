@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import logging.handlers
 import sys
 from pathlib import Path
 from typing import Iterator
@@ -104,3 +105,23 @@ def log_traceback(message: str, exc: BaseException) -> None:
     for handler in log.handlers:
         if isinstance(handler, logging.FileHandler):
             handler.handle(record)
+
+
+@contextlib.contextmanager
+def held_back() -> Iterator[logging.handlers.MemoryHandler]:
+    """Keep our records (DEBUG and up) in memory while the block runs, e.g. the intake's, which runs
+    before OUT may be written; `release_into` hands them to run.log once it is open."""
+    buffer = logging.handlers.MemoryHandler(capacity=1 << 20, flushLevel=logging.CRITICAL + 1, flushOnClose=False)
+    buffer.setLevel(logging.DEBUG)
+    log = logging.getLogger(LOGGER)
+    log.addHandler(buffer)
+    try:
+        yield buffer
+    finally:
+        log.removeHandler(buffer)
+
+
+def release_into(buffer: logging.handlers.MemoryHandler, handler: logging.Handler) -> None:
+    buffer.setTarget(handler)
+    buffer.flush()
+    buffer.close()

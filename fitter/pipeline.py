@@ -31,7 +31,7 @@ from fitter.config import STAGES, Config, as_dict, to_yaml
 from fitter.context import RunContext, resolve_device
 from fitter.digests import file_sha256
 from fitter.errors import StopRequested
-from fitter.logs import log_traceback, run_log
+from fitter.logs import held_back, log_traceback, release_into, run_log
 from fitter.outdir import RUN, RunFolder
 
 log = logging.getLogger("headfit")
@@ -133,10 +133,12 @@ class Pipeline:
         ctx.stop.install()
         try:
             folder.stage = "intake"
-            subject = run_intake(self.image, self.cfg, self.out / "subject")  # validates before writing
+            with held_back() as intake_records:  # run.log may be written only once the photo is accepted
+                subject = run_intake(self.image, self.cfg, self.out / "subject")  # validates before writing
             folder.stage = RUN
             atomic.claim(self.out / "run.log")
-            with run_log(self.out / "run.log"):
+            with run_log(self.out / "run.log") as handler:
+                release_into(intake_records, handler)
                 try:
                     atomic.write_text(self.out / "config.yaml", to_yaml(self.user_cfg))
                     log.info("intake: %s (%.1f s)", self.out / "subject", time.perf_counter() - t0)

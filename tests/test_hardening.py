@@ -218,3 +218,36 @@ def test_unknown_or_missing_weight_files(tmp_path):
     odd.write_bytes(b"x")
     with pytest.raises(MissingModelError, match="unknown weight file type"):
         load_state_dict(odd, allow_pickle=True)
+
+
+def test_sigterm_outside_a_training_loop_stops_promptly(tmp_path):
+    """Phase 1a (fitting the SDF to the init) is no TrainLoop: SIGTERM there must still stop the run
+    (exit 130, one line) instead of waiting for the phase to end."""
+    out = tmp_path / "run"
+    proc = subprocess.Popen(fit_command(out, "fit.geometry.init_fit_steps=1000000"), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 180
+    log = out / "run.log"
+    while time.time() < deadline and "geometry: started" not in (log.read_text() if log.exists() else ""):
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert err.splitlines()[-1].startswith("stopped:") and "Traceback" not in err
+
+
+def test_an_internal_error_is_one_line_with_the_traceback_in_run_log(tmp_path, capsys, monkeypatch):
+    import fitter.stages.init as init_stage
+
+    def broken(ctx) -> None:
+        raise ValueError("a bug of ours")
+
+    monkeypatch.setattr(init_stage, "run", broken)
+    out = tmp_path / "run"
+    assert main(["--image", EXAMPLE, "--config", PREVIEW, "--out", str(out)]) == 1
+    captured = capsys.readouterr()
+    lines = [line for line in captured.err.splitlines() if not line.startswith("warning:")]
+    assert lines == ["internal error: ValueError: a bug of ours"]
+    assert "DEBUG" not in captured.out + captured.err
+    text = (out / "run.log").read_text()
+    assert "Traceback" in text and "a bug of ours" in text
