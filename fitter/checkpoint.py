@@ -74,11 +74,12 @@ def load_checkpoint(path: Path) -> Optional[dict[str, Any]]:
     Raises UserError for a file that cannot be read as one."""
     if not path.is_file():
         return None
+    from guidance.weights import WeightFileError, unpickle_plain
+
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        detail = " ".join(str(exc).split())[:160] or type(exc).__name__
-        raise UserError(f"checkpoint {path} is damaged ({detail}); delete it to start that stage over, "
+        state = unpickle_plain(path)
+    except WeightFileError as exc:
+        raise UserError(f"checkpoint {path} is damaged ({exc}); delete it to start that stage over, "
                         "or rerun without --resume") from None
     if not isinstance(state, dict) or "step" not in state:
         raise UserError(f"checkpoint {path} is not a headfit checkpoint; delete it or rerun without --resume")

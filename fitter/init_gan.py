@@ -41,7 +41,9 @@ from fitter.errors import StopRequested, UserError
 from fitter.sdf_grid import GridSDF
 from guidance.panohead import PanoHeadGenerator, camera_label, load_generator, world_scale
 from guidance.panohead.camera import PANOHEAD_RADIUS
+from guidance.panohead.errors import CheckpointError
 from guidance.panohead.perceptual import perceptual_loss
+from guidance.weights import WeightFileError
 from representations.cameras import Camera
 from representations.mesh import Mesh, keep_largest_component
 
@@ -186,7 +188,7 @@ def invert(ctx: RunContext, generator: PanoHeadGenerator) -> tuple[PanoHeadGener
     scale = world_scale(reference)
     c = camera_label(reference, scale)[None].to(ctx.device)
     target = target_image(ctx.subject_dir / "image.png", generator.cfg.img_resolution).to(ctx.device)
-    perceptual = perceptual_loss(gan.lpips_weights).to(ctx.device)
+    perceptual = perceptual_loss(gan.lpips_weights, ctx.cfg.models.allow_pickle).to(ctx.device)
     stop = lambda: ctx.stop.requested  # noqa: E731
     w_avg = average_w(generator, c, gan.w_avg_samples, ctx.cfg.run.seed)
     w = project_w(generator, target, c, w_avg, gan, perceptual, stop)
@@ -201,6 +203,14 @@ def invert(ctx: RunContext, generator: PanoHeadGenerator) -> tuple[PanoHeadGener
     return tuned, w[:, None].expand(-1, generator.num_ws, -1), c, summary
 
 
+def load_checkpoint_generator(path: str | Path) -> PanoHeadGenerator:
+    """The generator of `models.panohead`; any problem with the file is one line (a MissingModelError)."""
+    try:
+        return load_generator(path)
+    except (FileNotFoundError, WeightFileError) as exc:
+        raise CheckpointError(f"cannot use models.panohead={path}: {exc}") from None
+
+
 def gan_inversion_init(ctx: RunContext, out: Path, bound: float) -> tuple[GridSDF, Mesh, dict]:
     """The `gan_inversion` init: the SDF and surface handed to the geometry stage, plus init.json info;
     writes the normal views and the pivot (init/pivot.pt: ws and the camera label)."""
@@ -208,7 +218,7 @@ def gan_inversion_init(ctx: RunContext, out: Path, bound: float) -> tuple[GridSD
     if not ctx.cfg.models.panohead:
         raise UserError("init.kind=gan_inversion needs models.panohead (the PanoHead checkpoint, .pkl or converted .safetensors)")
     torch.manual_seed(ctx.cfg.run.seed)
-    generator = load_generator(ctx.cfg.models.panohead).to(ctx.device)
+    generator = load_checkpoint_generator(ctx.cfg.models.panohead).to(ctx.device)
     generator.neural_rendering_resolution = gan.neural_rendering_resolution
     tuned, ws, c, summary = invert(ctx, generator)
     scale = summary["world_scale"]
@@ -217,7 +227,7 @@ def gan_inversion_init(ctx: RunContext, out: Path, bound: float) -> tuple[GridSD
     mesh = density_mesh(tuned, planes, gan.mesh_resolution, gan.mesh_level, scale)
     sdf = density_sdf(tuned, planes, gan.sdf_resolution, bound, gan.mesh_level, scale)
     write_normal_views(mesh, normal_view_cameras(gan, scale), out / "normals", ctx.cfg.fit.geometry.render_backend)
-    torch.save({"ws": ws.cpu(), "c": c.cpu()}, out / "pivot.pt")
+    atomic.write_torch(out / "pivot.pt", {"ws": ws.cpu(), "c": c.cpu()})
     info = {"kind": "gan_inversion", "checkpoint": str(ctx.cfg.models.panohead), "mesh_level": gan.mesh_level,
             "mesh_resolution": gan.mesh_resolution, "normal_views": gan.normal_views, **summary}
     return sdf, mesh, info

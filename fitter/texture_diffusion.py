@@ -33,6 +33,7 @@ from fitter.texture_refine import Reference, RefineSettings, RefineStep, Texture
 from guidance.inpaint import BlendedInpainter, InpaintConfig, MaskConditionedUNet
 from guidance.sdedit import GuidedPrior, PriorConfig, load_texture_prior, sdedit_target
 from guidance.control import camera_azimuth
+from guidance.weights import unpickle_plain
 from representations.cameras import Camera, OrbitRange, OrbitView
 from representations.mesh import Mesh
 from representations.render import Rasterizer
@@ -122,7 +123,7 @@ def inpainted_texture(ctx: RunContext, mesh: Mesh, layers: Any, coverage: torch.
     """Step 2; reloaded from `texture/inpainted.pt` on `--resume` when it is there."""
     path = ctx.stage_dir("texture") / "inpainted.pt"
     if ctx.resume and path.is_file():
-        saved = torch.load(path, map_location="cpu", weights_only=True)
+        saved = unpickle_plain(path)
         log.info("texture: inpainting reloaded from %s", path)
         return InpaintResult(saved["texture"], saved["coverage"], saved["views"])
     inpainter = build_inpainter(ctx, prior, cfg, identity)
@@ -171,6 +172,6 @@ def refine_texture(ctx: RunContext, mesh: Mesh, texture: torch.Tensor, subject: 
     ref = reference_at(subject, cfg.refine_render_size)
     step = RefineStep(refine_settings(cfg), mesh.to(device), logits, target,
                       Reference(ref.image.to(device), ref.mask.to(device), ref.camera),
-                      perceptual_loss(cfg.lpips_weights, device), state.rng, Rasterizer("auto"))
+                      perceptual_loss(cfg.lpips_weights, device, ctx.cfg.models.allow_pickle), state.rng, Rasterizer("auto"))
     TrainLoop(ctx, "texture", "refine", state, cfg.refine_steps, step).run()
     return logits().detach().cpu()

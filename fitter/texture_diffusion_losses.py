@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fitter.errors import MissingModelError
+
 log = logging.getLogger("headfit")
 
 
@@ -45,22 +47,22 @@ class StructureLoss(nn.Module):
 class LPIPSLoss(nn.Module):
     """Mean LPIPS(VGG16) over the batch, images (N, 3, H, W) in [0, 1]."""
 
-    def __init__(self, weights: str | Path) -> None:
+    def __init__(self, weights: str | Path, allow_pickle: bool = False) -> None:
         super().__init__()
         from guidance.panohead.perceptual import LPIPSVGG16
 
-        self.net = LPIPSVGG16.from_file(weights)
+        self.net = LPIPSVGG16.from_file(weights, allow_pickle)
 
     def forward(self, a: Tensor, b: Tensor) -> Tensor:
         return self.net(a * 2.0 - 1.0, b * 2.0 - 1.0).mean()
 
 
-def perceptual_loss(weights: Optional[str], device: torch.device | str = "cpu") -> nn.Module:
-    """LPIPS from ``weights`` (a file), else the documented `StructureLoss` fallback."""
+def perceptual_loss(weights: Optional[str], device: torch.device | str = "cpu", allow_pickle: bool = False) -> nn.Module:
+    """LPIPS from ``weights`` (a file; a pickle only when ``allow_pickle``), else the documented `StructureLoss` fallback."""
     if weights:
         if not Path(weights).expanduser().is_file():
-            raise FileNotFoundError(f"fit.texture.lpips_weights={weights} is not a file")
-        return LPIPSLoss(Path(weights).expanduser()).to(device)
+            raise MissingModelError(f"fit.texture.lpips_weights={weights} is not a file")
+        return LPIPSLoss(Path(weights).expanduser(), allow_pickle).to(device)
     log.info("texture: no LPIPS weights (fit.texture.lpips_weights); refinement uses the multi-scale SSIM/gradient fallback")
     return StructureLoss().to(device)
 

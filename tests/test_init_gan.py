@@ -4,6 +4,7 @@ with the tiny random PanoHead generator."""
 from __future__ import annotations
 
 import json
+import os
 import types
 
 import numpy as np
@@ -13,19 +14,22 @@ from PIL import Image
 
 from fitter.config import load_config
 from fitter.context import RunContext
-from fitter.errors import ConfigError
-from fitter.init_gan import _render, average_w, pivotal_tuning, project_w, psnr, ramped_lr
+from fitter.errors import ConfigError, MissingModelError
+from fitter.init_gan import _render, average_w, load_checkpoint_generator, pivotal_tuning, project_w, psnr, ramped_lr
 from fitter.requirements import required_models
 from fitter.sdf_grid import GridSDF
 from fitter.stages import init as init_stage
 from guidance.panohead.camera import PANOHEAD_RADIUS, average_label, camera_label
 from guidance.panohead.convert import save_safetensors
-from guidance.panohead.perceptual import LPIPSVGG16, StructureLoss, vgg16_features
+from guidance.panohead.errors import CheckpointError
+from guidance.panohead.perceptual import LPIPSVGG16, StructureLoss, perceptual_loss, vgg16_features
 from guidance.panohead.render import rays
 from guidance.panohead.tiny import TINY_KWARGS, tiny_generator
 from guidance.panohead.unpickle import NetworkWeights
 from representations.cameras import Camera, look_at
+from guidance.weights import PickleRefusedError, WeightFileError
 from representations.mesh import read_mesh
+from tests import panohead_pickles as pk
 
 SCALE = 1.5
 
@@ -97,18 +101,51 @@ def test_pivotal_tuning_fits_what_the_latent_cannot():
     assert all(not p.requires_grad for p in generator.parameters())  # the loaded generator is untouched
 
 
-def test_lpips_vgg16_from_a_weight_file(tmp_path):
+def lpips_state() -> dict[str, torch.Tensor]:
     torch.manual_seed(0)
     state = {f"features.{k}": v for k, v in vgg16_features().state_dict().items()}
-    state |= {f"lin{i}.model.1.weight": torch.rand(1, c, 1, 1) for i, c in enumerate((64, 128, 256, 512, 512))}
-    torch.save(state, tmp_path / "vgg.pth")
-    lpips = LPIPSVGG16.from_file(tmp_path / "vgg.pth")
+    return state | {f"lin{i}.model.1.weight": torch.rand(1, c, 1, 1) for i, c in enumerate((64, 128, 256, 512, 512))}
+
+
+def test_lpips_vgg16_from_a_weight_file(tmp_path):
+    from safetensors.torch import save_file
+
+    state = lpips_state()
+    save_file(state, str(tmp_path / "vgg.safetensors"))
+    lpips = LPIPSVGG16.from_file(tmp_path / "vgg.safetensors")
     a, b = torch.rand(1, 3, 32, 32) * 2 - 1, torch.rand(1, 3, 32, 32) * 2 - 1
     assert float(lpips(a, a)) == pytest.approx(0.0, abs=1e-6) and float(lpips(a, b)) > 0
+    torch.save(state, tmp_path / "vgg.pth")
+    from_pickle = LPIPSVGG16.from_file(tmp_path / "vgg.pth", allow_pickle=True)
+    assert all(torch.equal(x, y) for x, y in zip(from_pickle.state_dict().values(), lpips.state_dict().values()))
     del state["lin4.model.1.weight"]
-    torch.save(state, tmp_path / "bad.pth")
-    with pytest.raises(ValueError, match="lin4"):
-        LPIPSVGG16.from_file(tmp_path / "bad.pth")
+    save_file(state, str(tmp_path / "bad.safetensors"))
+    with pytest.raises(MissingModelError, match="lin4"):
+        LPIPSVGG16.from_file(tmp_path / "bad.safetensors")
+    state["lin4.model.1.weight"] = torch.rand(1, 3, 1, 1)
+    save_file(state, str(tmp_path / "shape.safetensors"))
+    with pytest.raises(MissingModelError, match="wrong shapes.*lin4"):
+        LPIPSVGG16.from_file(tmp_path / "shape.safetensors")
+
+
+class Boom:
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_lpips_pickle_obeys_allow_pickle(tmp_path):
+    marker = tmp_path / "ran"
+    torch.save({"features.0.weight": Boom(marker)}, tmp_path / "evil.pt")
+    with pytest.raises(PickleRefusedError, match="allow_pickle=true"):
+        perceptual_loss(tmp_path / "evil.pt")
+    with pytest.raises(WeightFileError, match="plain weights"):
+        perceptual_loss(tmp_path / "evil.pt", allow_pickle=True)  # allowed pickles still run nothing
+    with pytest.raises(MissingModelError, match="do not exist"):
+        perceptual_loss(tmp_path / "none.safetensors")
+    assert not marker.exists()
 
 
 def test_config_and_requirements_know_gan_inversion():
@@ -160,3 +197,37 @@ def test_gan_inversion_init_writes_mesh_sdf_and_normal_views(tmp_path):
     fitted = load_init_views(out, mesh, ctx.cfg.fit.geometry, Rasterizer("torch"), torch.device("cpu"))
     assert len(fitted) == 4 and fitted.normals.shape == (4, size, size, 3)  # geometry phase 1b reads these views
     assert float(fitted.masks[0].mean()) == pytest.approx((image.max(axis=-1) > 0).mean(), abs=0.02)
+
+
+def test_gan_init_refuses_pickled_lpips_weights_unless_allowed(tmp_path):
+    ctx = subject_run(tmp_path, 1.0)
+    torch.save(lpips_state(), tmp_path / "lpips.pt")
+    ctx.cfg.init.gan.lpips_weights = str(tmp_path / "lpips.pt")
+    with pytest.raises(PickleRefusedError, match="lpips.pt"):
+        init_stage.run(ctx)
+
+
+@pytest.mark.parametrize("make, fragment", [
+    (lambda folder: pk.system_call(folder / "ran"), "refusing to load global"),
+    (lambda folder: pk.cyclic_modules(), "contains itself"),
+    (lambda folder: pk.laughs_in_kwargs(), "max_kwargs_items"),
+    (lambda folder: b"", "is empty"),
+], ids=["code", "cycle", "laughs", "empty"])
+def test_unusable_panohead_checkpoint_is_one_user_error(tmp_path, make, fragment):
+    path = tmp_path / "panohead.pkl"
+    path.write_bytes(make(tmp_path))
+    with pytest.raises(CheckpointError, match=fragment) as info:
+        load_checkpoint_generator(path)
+    assert isinstance(info.value, MissingModelError) and "\n" not in str(info.value)
+    assert str(info.value).startswith(f"cannot use models.panohead={path}")
+    assert not (tmp_path / "ran").exists()
+
+
+def test_missing_or_damaged_converted_checkpoint_is_one_user_error(tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint_generator(tmp_path / "none.safetensors")
+    path = tmp_path / "tiny.safetensors"
+    save_safetensors(NetworkWeights("TriPlaneGenerator", TINY_KWARGS, tiny_generator().state_dict()), path)
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(CheckpointError, match="cannot read"):
+        load_checkpoint_generator(path)

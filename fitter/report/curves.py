@@ -7,10 +7,10 @@ import logging
 import math
 from pathlib import Path
 
-import torch
 
 from fitter import atomic
 from fitter.config import STAGES
+from guidance.weights import WeightFileError, unpickle_plain
 
 log = logging.getLogger("headfit")
 History = dict[str, list[tuple[int, float]]]
@@ -21,7 +21,11 @@ def read_histories(out: Path) -> dict[str, History]:
     found: dict[str, History] = {}
     for stage in STAGES:
         for path in sorted((out / stage).glob("*.pt")):
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            try:
+                state = unpickle_plain(path)
+            except WeightFileError as exc:
+                log.warning("report: no loss curve for %s/%s (%s)", stage, path.name, exc)
+                continue
             history = state.get("history") if isinstance(state, dict) else None
             if history:
                 found[f"{stage}/{path.stem}"] = {k: [(int(s), float(v)) for s, v in pts] for k, pts in history.items() if pts}

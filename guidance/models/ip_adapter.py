@@ -19,6 +19,7 @@ from torch import Tensor
 
 from fitter.errors import MissingModelError
 from guidance.models.loading import PICKLE_SUFFIXES
+from guidance.weights import read_weight_file
 
 PARTS = ("image_proj", "ip_adapter")
 
@@ -43,13 +44,11 @@ def read_ip_adapter(path: str | Path, allow_pickle: bool = False) -> dict[str, d
     if path.suffix in PICKLE_SUFFIXES:
         if not allow_pickle:
             raise MissingModelError(f"refusing pickle IP-Adapter weights {path} (a pickle can run code): use the .safetensors file or set models.allow_pickle=true")
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = read_weight_file(path, allow_pickle)
         state = state if isinstance(state, dict) else {}
         nested = {part: dict(state.get(part) or {}) for part in PARTS}
     elif path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        nested = split_flat(load_file(str(path)))
+        nested = split_flat(read_weight_file(path))
     else:
         raise MissingModelError(f"unknown IP-Adapter weight type {path.name} (expected .safetensors)")
     if not nested["image_proj"] or not nested["ip_adapter"]:

@@ -4,14 +4,17 @@ perceptual loss used for GAN inversion (`perceptual`)."""
 
 from guidance.panohead.camera import camera_label, world_scale
 from guidance.panohead.convert import convert_checkpoint, read_weights
+from guidance.panohead.errors import CheckpointError, PickleLimitError
 from guidance.panohead.generator import GeneratorConfig, PanoHeadGenerator
 from guidance.panohead.keys import generator_from_weights, load_generator, load_state
 from guidance.panohead.unpickle import NetworkWeights, UnsafePickleError, extract_network, load_restricted
 
 __all__ = [
+    "CheckpointError",
     "GeneratorConfig",
     "NetworkWeights",
     "PanoHeadGenerator",
+    "PickleLimitError",
     "UnsafePickleError",
     "camera_label",
     "convert_checkpoint",

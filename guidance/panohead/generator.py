@@ -8,19 +8,69 @@ so the official state dict loads by name (see `keys.py` for what is dropped).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from guidance.panohead.errors import CheckpointError
 from guidance.panohead.layers import ToRGBLayer
 from guidance.panohead.networks import Backbone, SynthesisNetwork
 from guidance.panohead.render import OSGDecoder, RenderOptions, TriGridRenderer, rays
 from guidance.panohead.superres import SuperResolution, layout_for
 
 MAPPING_KEYS = ("num_layers", "lr_multiplier", "embed_features", "layer_features")
+
+# Generous ranges for the hyper-parameters a checkpoint carries: wide enough for any PanoHead/EG3D
+# variant, narrow enough that a hostile file cannot make building the network hang or exhaust memory.
+INT_RANGES = {"z_dim": (1, 4096), "c_dim": (0, 64), "w_dim": (1, 4096), "img_resolution": (4, 4096), "channel_base": (1, 1 << 20),
+              "channel_max": (1, 4096), "sr_num_fp16_res": (0, 64), "plane_features": (1, 1024), "neural_rendering_resolution": (1, 1024)}
+MAPPING_INT_RANGES = {"num_layers": (1, 64), "embed_features": (1, 4096), "layer_features": (1, 4096)}
+RENDERING_INT_RANGES = {"triplane_size": (4, 2048), "triplane_depth": (1, 64), "depth_resolution": (1, 1024),
+                        "depth_resolution_importance": (0, 1024)}
+RENDERING_NUMBERS = ("box_warp", "triplane_crop", "decoder_lr_mul", "c_scale")
+RENDERING_CHOICES = {"decoder_activation": ("sigmoid", "lrelu", "none", "linear"), "superresolution_noise_mode": ("none", "const", "random")}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_ints(values: dict, ranges: dict, where: str) -> None:
+    for key, (low, high) in ranges.items():
+        value = values.get(key)
+        if value is not None and not (type(value) is int and low <= value <= high):
+            raise CheckpointError(f"checkpoint hyper-parameter {where}{key}={value!r:.40} is not an integer in [{low}, {high}]")
+
+
+def check_hyperparameters(kwargs: dict) -> None:
+    """Refuse hyper-parameters of the wrong type or far outside any real generator's."""
+    _check_ints(kwargs, INT_RANGES, "")
+    for key in ("mapping_kwargs", "rendering_kwargs"):
+        if not isinstance(kwargs.get(key) or {}, dict):
+            raise CheckpointError(f"checkpoint hyper-parameter {key} is not a dict")
+    mapping, rendering = kwargs.get("mapping_kwargs") or {}, kwargs.get("rendering_kwargs") or {}
+    _check_ints(mapping, MAPPING_INT_RANGES, "mapping_kwargs.")
+    _check_ints(rendering, RENDERING_INT_RANGES, "rendering_kwargs.")
+    numbers = [("rendering_kwargs." + k, rendering[k]) for k in RENDERING_NUMBERS if k in rendering]
+    numbers += [("rendering_kwargs." + k, rendering[k]) for k in ("ray_start", "ray_end") if rendering.get(k, "auto") != "auto"]
+    numbers += [(k, kwargs[k]) for k in ("conv_clamp",) if kwargs.get(k) is not None]
+    numbers += [("mapping_kwargs.lr_multiplier", mapping["lr_multiplier"])] if "lr_multiplier" in mapping else []
+    for where, value in numbers:
+        if not _is_number(value):
+            raise CheckpointError(f"checkpoint hyper-parameter {where}={value!r:.40} is not a finite number")
+    for key, choices in RENDERING_CHOICES.items():
+        if rendering.get(key, choices[0]) not in choices:
+            raise CheckpointError(f"checkpoint hyper-parameter rendering_kwargs.{key}={rendering[key]!r:.40} is not one of {choices}")
+    channels = kwargs.get("sr_channels")
+    if channels is not None and not (isinstance(channels, (list, tuple)) and len(channels) == 2
+                                     and all(type(c) is int and 1 <= c <= 4096 for c in channels)):
+        raise CheckpointError(f"checkpoint hyper-parameter sr_channels={channels!r:.40} is not two integers in [1, 4096]")
+    if not isinstance(rendering.get("superresolution_module", ""), str):
+        raise CheckpointError("checkpoint hyper-parameter rendering_kwargs.superresolution_module is not a name")
 
 
 @dataclass
@@ -44,8 +94,9 @@ class GeneratorConfig:
 
     @classmethod
     def from_init_kwargs(cls, kwargs: dict) -> "GeneratorConfig":
+        check_hyperparameters(kwargs)
         if kwargs.get("architecture", "skip") != "skip":
-            raise ValueError(f"only the 'skip' synthesis architecture is implemented, checkpoint has {kwargs['architecture']!r}")
+            raise CheckpointError(f"only the 'skip' synthesis architecture is implemented, checkpoint has {kwargs['architecture']!r}")
         names = set(cls.__dataclass_fields__)
         known = {k: v for k, v in kwargs.items() if k in names}
         known["mapping_kwargs"] = {k: v for k, v in dict(kwargs.get("mapping_kwargs") or {}).items() if k in MAPPING_KEYS}

@@ -1,6 +1,7 @@
 """The perceptual term of GAN inversion: LPIPS with VGG16 features at 256², from a weight file.
 
-Weight file (safetensors or a torch state dict, read with ``weights_only``): torchvision VGG16
+Weight file (safetensors, or a torch state dict when ``models.allow_pickle=true``, read by the one
+guarded loader `guidance.weights.load_state_dict`): torchvision VGG16
 names ``features.{0,2,5,7,10,12,14,17,19,21,24,26,28}.weight/bias`` plus the LPIPS linear heads
 ``lin{0..4}.model.1.weight`` (shape (1, C, 1, 1)) — the layout of the public LPIPS 'vgg' weights
 merged with torchvision's vgg16 features.
@@ -20,6 +21,9 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from fitter.errors import MissingModelError
+from guidance.weights import load_state_dict
 
 log = logging.getLogger("headfit")
 
@@ -43,14 +47,6 @@ def vgg16_features() -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def _read_state(path: Path) -> dict[str, Tensor]:
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
 class LPIPSVGG16(nn.Module):
     """LPIPS distance (N,) between images (N, 3, H, W) in [-1, 1], both resized to 256²."""
 
@@ -64,12 +60,18 @@ class LPIPSVGG16(nn.Module):
         self.register_buffer("scale", torch.tensor(LPIPS_SCALE)[None, :, None, None], persistent=False)
 
     @classmethod
-    def from_file(cls, path: str | Path) -> "LPIPSVGG16":
+    def from_file(cls, path: str | Path, allow_pickle: bool = False) -> "LPIPSVGG16":
+        """From a safetensors file, or a pickle (`.pth`, `.pt` ...) only when `allow_pickle`."""
         model = cls()
-        state = {k.replace(".model.1.", ".1."): v for k, v in _read_state(Path(path)).items()}
-        missing, unexpected = model.load_state_dict(state, strict=False)
+        state = {k.replace(".model.1.", ".1."): v for k, v in load_state_dict(path, allow_pickle).items()}
+        own = model.state_dict()
+        missing = [k for k in own if k not in state]
+        wrong = [k for k in own if k in state and state[k].shape != own[k].shape]
         if missing:
-            raise ValueError(f"LPIPS weights {path} lack {missing[:4]}{'...' if len(missing) > 4 else ''} (see guidance/panohead/perceptual.py)")
+            raise MissingModelError(f"LPIPS weights {path} lack {missing[:4]}{'...' if len(missing) > 4 else ''} (see guidance/panohead/perceptual.py)")
+        if wrong:
+            raise MissingModelError(f"LPIPS weights {path} have wrong shapes for {wrong[:4]} (see guidance/panohead/perceptual.py)")
+        model.load_state_dict(state, strict=False)
         return model.eval().requires_grad_(False)
 
     def _taps(self, x: Tensor) -> list[Tensor]:
@@ -104,11 +106,12 @@ class StructureLoss(nn.Module):
         return total
 
 
-def perceptual_loss(weights: Optional[str | Path]) -> nn.Module:
-    """LPIPS(VGG16) from `weights`, or the documented `StructureLoss` fallback when None."""
+def perceptual_loss(weights: Optional[str | Path], allow_pickle: bool = False) -> nn.Module:
+    """LPIPS(VGG16) from `weights` (a pickle only when `allow_pickle`), or the documented
+    `StructureLoss` fallback when None."""
     if weights:
         if not Path(weights).is_file():
-            raise FileNotFoundError(f"LPIPS VGG16 weights {weights} do not exist")
-        return LPIPSVGG16.from_file(weights)
-    log.warning("init: no LPIPS VGG16 weights configured (init.gan_lpips_weights); inverting with the structure-loss fallback")
+            raise MissingModelError(f"LPIPS VGG16 weights {weights} (init.gan.lpips_weights) do not exist")
+        return LPIPSVGG16.from_file(weights, allow_pickle)
+    log.warning("init: no LPIPS VGG16 weights configured (init.gan.lpips_weights); inverting with the structure-loss fallback")
     return StructureLoss()
