@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import errno
-import logging
 import os
 import sys
 import traceback
@@ -19,8 +18,6 @@ from fitter.logs import setup_terminal
 EXIT_OK, EXIT_INTERNAL, EXIT_USER, EXIT_STOPPED = 0, 1, 2, 130
 SUBCOMMANDS = ("check-models", "eval", "batch", "convert-panohead")
 PREVIEW_HINT = "python run.py --image PHOTO --config configs/preview.yaml"
-
-log = logging.getLogger("headfit")
 
 
 class UsageError(UserError):
@@ -209,8 +206,8 @@ def cmd_fit(argv: Sequence[str]) -> int:
 
 def cmd_batch(argv: Sequence[str]) -> int:
     from fitter.batch import BatchOptions, run_batch
-    from fitter.outdir import RunFolder
     from fitter.batch.task import DONE, REFUSED, SKIPPED
+    from fitter.outdir import RunFolder
 
     args = batch_parser().parse_intermixed_args(argv)
     if args.retries < 0 or (args.gpus_per_fit or 0) < 0 or args.cpus_per_fit < 1 or args.timeout_min < 1:
@@ -297,7 +294,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f"error: {user}", file=sys.stderr)
             return EXIT_USER
         return _internal(exc)
-    except Exception as exc:  # anything else is our bug: say so, keep the traceback in the log
+    except Exception as exc:  # anything else is our bug: one line (the pipeline wrote the traceback to run.log)
         return _internal(exc)
 
 
