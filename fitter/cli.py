@@ -89,8 +89,20 @@ def eval_parser() -> argparse.ArgumentParser:
     return p
 
 
+def evaluate_in(run: Path, cfg: Config) -> dict:
+    """Evaluate a finished run inside its run folder: locked (not while a fit writes it), and what
+    eval writes (eval.json, eval/) joins its manifest, to be removed when a stage is redone."""
+    from fitter.evaluate import check_run, evaluate_run
+    from fitter.outdir import RunFolder
+
+    check_run(run)
+    with RunFolder(run) as folder:
+        folder.stage = "eval"
+        return evaluate_run(run, cfg)
+
+
 def cmd_eval(argv: Sequence[str]) -> int:
-    from fitter.evaluate import evaluate_run, write_summary
+    from fitter.evaluate import write_summary
 
     args = eval_parser().parse_intermixed_args(argv)
     overrides = [item for item in args.items if "=" in item]
@@ -98,7 +110,7 @@ def cmd_eval(argv: Sequence[str]) -> int:
     if not runs:
         raise UsageError("eval needs at least one RUN_DIR")
     configs = [load_config(args.config or run / "config.yaml", overrides) for run in runs]
-    results = [evaluate_run(run, cfg) for run, cfg in zip(runs, configs)]
+    results = [evaluate_in(run, cfg) for run, cfg in zip(runs, configs)]
     out = args.out if args.out is not None else runs[0].resolve().parent
     check_output_dir(out)
     csv_path, md_path = write_summary(results, out)

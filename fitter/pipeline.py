@@ -98,6 +98,8 @@ def with_effective_models(cfg: Config) -> Config:
     return dataclasses.replace(cfg, models=effective_models_config(cfg.models))
 
 
+EVAL = "eval"
+"""What `run.py eval` wrote into the run folder: stale once any stage is redone."""
 STARTED_JSON = "started.json"
 """Written when a stage starts: the hash it runs under. `--resume` continues a stage from its
 checkpoints only when this hash is the current one; otherwise the stage starts over."""
@@ -167,7 +169,7 @@ class Pipeline:
         """Delete the outputs of every stage from the first whose marker no longer matches."""
         for i, stage in enumerate(STAGES[1:]):
             if not stage_done(self.out, stage, hashes[stage]):
-                removed = folder.remove_stages(STAGES[1 + i:])
+                removed = folder.remove_stages(STAGES[1 + i:] + (EVAL,))
                 if removed:
                     log.info("removed %d stale files of the stages from %s on", len(removed), stage)
                 return
@@ -184,7 +186,7 @@ class Pipeline:
                     log.info("%s: already complete, skipped", stage)
                 else:
                     continue_it = i == first and self._may_continue(stage, hashes[stage])
-                    folder.remove_stages(stages[i + 1:] + ([] if continue_it else [stage]))
+                    folder.remove_stages(stages[i + 1:] + [EVAL] + ([] if continue_it else [stage]))
                     folder.stage = stage
                     self._run_stage(ctx, stage, hashes[stage], continue_it)
                 if stage == self.stop_after:

@@ -185,3 +185,14 @@ def test_stopping_after_the_intake_with_a_new_photo_drops_every_later_stage(tmp_
     capsys.readouterr()
     assert not any((out / stage).exists() for stage in ("init", "geometry", "texture", "export"))
     assert not (out / "head.glb").exists() and (out / "subject" / "subject.json").is_file()
+
+
+def test_eval_results_join_the_manifest_and_go_when_a_stage_is_redone(tmp_path_factory, worker_id, tmp_path, capsys):
+    out = tmp_path / "run"
+    shutil.copytree(shared_run(tmp_path_factory, worker_id), out)
+    assert main(["eval", str(out), "--out", str(tmp_path / "summary")]) == 0
+    listed = json.loads((out / MANIFEST).read_text())["files"]
+    assert listed["eval.json"] == "eval" and any(rel.startswith("eval/") for rel in listed)
+    assert main(["--image", EXAMPLE, "--config", PREVIEW, "--out", str(out), *SMOKE, "--stop-after", "init"]) == 0
+    capsys.readouterr()
+    assert not (out / "eval.json").exists() and not (out / "eval").exists()
