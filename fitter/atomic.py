@@ -57,7 +57,7 @@ def atomic_path(path: str | os.PathLike, guarded: bool = True) -> Iterator[Path]
         os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp_path, path)
     except OSError as exc:
-        if exc.filename is None:  # writes through file objects (torch.save, PIL) lose the name
+        if exc.filename is None and exc.errno is not None:  # writes through file objects (PIL) lose the name
             raise OSError(exc.errno, exc.strerror, str(path)) from exc
         raise
     finally:

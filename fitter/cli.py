@@ -295,7 +295,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     except (StopRequested, KeyboardInterrupt):
-        print("stopped: checkpoint saved; rerun the same command with --resume to continue", file=sys.stderr)
+        print("stopped: finished stages and saved checkpoints are kept; rerun the same command with --resume to continue",
+              file=sys.stderr)
         return EXIT_STOPPED
     except torch_out_of_memory() as exc:
         print(f"error: {out_of_memory_message(exc)}", file=sys.stderr)

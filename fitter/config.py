@@ -171,6 +171,10 @@ class InitConfig:
     mesh_path: Optional[str] = None
     up_axis: str = "+y"
     front_axis: str = "+z"
+    max_mesh_faces: int = 30_000
+    """init.kind=mesh: a mesh with more faces is decimated to this many, with a warning (the init keeps only an
+    80³ distance grid of it, so finer detail is lost anyway; see fitter/init_mesh.py). A file that declares
+    more than 10,000,000 faces or is larger than 1 GB is refused unread."""
     gan: GanInversionConfig = field(default_factory=GanInversionConfig)
     views_dir: Optional[str] = None
     """init.kind=multiview: folder of views plus `cameras.json` (see fitter/multiview/views.py), or images
@@ -572,6 +576,7 @@ def validate(cfg: Config) -> None:
     _check_multiview(cfg.init)
     _check_axes(cfg.init)
     _check(cfg.init.kind != "mesh" or bool(cfg.init.mesh_path), "init.mesh_path", "is required with init.kind=mesh")
+    _check(1000 <= cfg.init.max_mesh_faces <= 10_000_000, "init.max_mesh_faces", "must be in [1000, 10000000]")
     _check_gan(cfg.init.gan)
     _check(cfg.run.device in ("auto", "cpu", "cuda"), "run.device", "must be auto, cpu or cuda")
     _check(0 <= cfg.run.seed <= INT64[1], "run.seed", f"must be in [0, {INT64[1]}]")

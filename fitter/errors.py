@@ -28,8 +28,10 @@ class OutputError(UserError):
     """The output directory cannot be written."""
 
 
-class StopRequested(Exception):
-    """Raised inside a stage when Ctrl-C/SIGTERM asked the run to checkpoint and stop."""
+class StopRequested(BaseException):
+    """Raised when Ctrl-C/SIGTERM asked the run to stop (a training loop saves its checkpoint first).
+    A BaseException, like KeyboardInterrupt, so that no `except Exception` (a decoder's, a parser's)
+    can turn a stop into some other error."""
 
 
 class DivergedError(UserError):

@@ -16,14 +16,14 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
+from fitter.config import InitConfig
 from fitter.context import RunContext
+from fitter.init_mesh import mesh_grid_sdf
 from fitter.multiview.fit import FitSettings, fit_surface
-from fitter.multiview.loading import ViewSet, load_view_set, view_specs
+from fitter.multiview.loading import ViewSet, check_view_images, load_view_set, view_specs
 from fitter.multiview.texture import bake_texture
+from fitter.multiview.views import ViewSpec
 from fitter.sdf_grid import GridSDF
-from representations.dmtet import mesh_signed_distance
 from representations.mesh import Mesh, save_obj
 
 log = logging.getLogger("headfit")
@@ -45,16 +45,6 @@ class MultiviewInit:
     info: dict
 
 
-def mesh_grid_sdf(mesh: Mesh, resolution: int, bound: float) -> GridSDF:
-    """Exact signed distance of a closed mesh sampled on a resolution³ grid over [-bound, bound]³."""
-    tm = mesh.to_trimesh()
-
-    def sdf(points: torch.Tensor) -> torch.Tensor:
-        return torch.as_tensor(mesh_signed_distance(tm, points.double().numpy()), dtype=torch.float32)
-
-    return GridSDF.from_function(sdf, resolution, bound)
-
-
 def init_from_views(views: ViewSet, settings: FitSettings, texture_resolution: int, texture_max_faces: int,
                     sdf_resolution: int = SDF_RESOLUTION) -> MultiviewInit:
     """Fit, grid SDF and texture from loaded views (no run context needed)."""
@@ -70,8 +60,8 @@ def multiview_init(ctx: RunContext, out: Path, bound: float) -> tuple[GridSDF, M
     """The `multiview` branch of the init stage: (grid SDF, surface, info); writes `out/textured.obj`."""
     c = ctx.cfg.init
     folder = Path(c.views_dir)
-    specs = view_specs(folder, c.views_preset, c.preset_azimuth, c.preset_elevation, c.preset_radius, c.preset_fov_deg)
-    views = load_view_set(folder, specs, c.views_size)
+    specs = _specs(c)
+    views = load_view_set(folder, specs, c.views_size, ctx.cfg.intake.max_pixels)
     settings = FitSettings(steps=c.views_fit_steps, grid_resolution=c.views_grid_resolution, bound=bound, seed=ctx.cfg.run.seed)
     made = init_from_views(views, settings, c.views_texture_resolution, c.views_texture_max_faces)
     save_obj(made.textured, out / TEXTURED_MESH)
@@ -79,3 +69,12 @@ def multiview_init(ctx: RunContext, out: Path, bound: float) -> tuple[GridSDF, M
             "cameras": [vars(s) for s in specs], "textured_mesh": TEXTURED_MESH}
     log.info("init: multi-view fit to %d views, %.0f%% of the texture seen", len(views), 100 * made.info["texture_seen_fraction"])
     return made.sdf, made.mesh, info
+
+
+def check_multiview_input(init_cfg: InitConfig, max_pixels: int) -> None:
+    """Before the intake: the view folder, its cameras and its images' headers (no decoding)."""
+    check_view_images(Path(init_cfg.views_dir), _specs(init_cfg), max_pixels)
+
+
+def _specs(c: InitConfig) -> list[ViewSpec]:
+    return view_specs(Path(c.views_dir), c.views_preset, c.preset_azimuth, c.preset_elevation, c.preset_radius, c.preset_fov_deg)

@@ -128,9 +128,11 @@ class Pipeline:
         """The whole fit into `folder` (opened and locked by the caller)."""
         from fitter.intake import run_intake
         from fitter.reference_user import check_user_maps
+        from fitter.stages.init import check_init_inputs
 
         t0 = time.perf_counter()
         user_maps = check_user_maps(self.cfg, self.image)  # bad user maps: refused before anything is written
+        check_init_inputs(self.cfg)  # a bad init mesh or view folder: likewise
         ctx = RunContext(self.cfg, self.out, resolve_device(self.cfg.run.device), resume=self.resume)
         ctx.stop.install()
         try:

@@ -20,7 +20,7 @@ from fitter.errors import UserError
 from fitter.init_multiview import init_from_views
 from fitter.multiview.cameras import ORTHO_DISTANCE, view_camera
 from fitter.multiview.fit import FitSettings
-from fitter.multiview.loading import load_view_set, view_specs
+from fitter.multiview.loading import check_view_images, load_view_set, view_specs
 from fitter.multiview.presets import preset_angles
 from fitter.multiview.shading import render_coloured
 from fitter.multiview.texture import colours_near
@@ -157,6 +157,18 @@ GOOD = {"file": "a.png", "azimuth_deg": 0, "elevation_deg": 0, "radius": 4.6, "f
     ([{**GOOD, "ortho_scale": 2.0}], "exactly one of 'fov_deg'"),
     ([{**GOOD, "elevation_deg": 95}], "elevation_deg must be in"),
     ([{**GOOD, "file": "missing.png"}], "does not exist"),
+    ("[]", "non-empty JSON list"),
+    ('[{"file": "a.png", "azimuth_deg": NaN, "elevation_deg": 0, "radius": 4.6, "fov_deg": 30}]', "'azimuth_deg' must be a finite number, got nan"),
+    ('[{"file": "a.png", "azimuth_deg": 0, "elevation_deg": 0, "radius": Infinity, "fov_deg": 30}]', "'radius' must be a finite number, got inf"),
+    ([{**GOOD, "radius": "x" * 10_000}], r"'radius' must be a finite number, got 'xxx.*\.\.\.$"),
+    ([{**GOOD, "fov": 30}], "unknown key"),
+    ([{**GOOD, "normal_file": 3}], "'normal_file' must be a file name"),
+    ([{**GOOD, "file": ""}], "'file' must be a file name"),
+    ([{**GOOD, "file": "a\x00.png"}], "'file' must be a file name"),
+    ([{**GOOD, "file": ["a.png"]}], "'file' must be a file name"),
+    ([GOOD] * 101, "101 views, more than the 100"),
+    ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+    ("\xff\xfe{", "cannot read"),
 ])
 def test_bad_cameras_json_is_one_line_user_error(tmp_path, entries, message):
     folder = _cameras(tmp_path / "views", entries)
@@ -164,6 +176,109 @@ def test_bad_cameras_json_is_one_line_user_error(tmp_path, entries, message):
     with pytest.raises(UserError, match=message) as info:
         view_specs(folder, "none", 0.0, 0.0, RADIUS, FOV)
     assert "\n" not in str(info.value)
+
+
+def test_cameras_json_must_be_a_small_file(tmp_path):
+    (tmp_path / "cameras.json").mkdir()
+    with pytest.raises(UserError, match="is not a regular file"):
+        view_specs(tmp_path, "none", 0.0, 0.0, RADIUS, FOV)
+    big = _cameras(tmp_path / "big", [GOOD] + [{"padding": "x" * 1000}] * 2000)
+    with pytest.raises(UserError, match="larger than 1024 KB"):
+        view_specs(big, "none", 0.0, 0.0, RADIUS, FOV)
+
+
+def _confined_folder(tmp_path: Path, entry: dict) -> Path:
+    """A views folder with a.png inside, outside.png next to it, and cameras.json holding ``entry``."""
+    Image.new("RGBA", (8, 8)).save(tmp_path / "outside.png")
+    folder = _cameras(tmp_path / "views", [entry])
+    Image.new("RGBA", (8, 8)).save(folder / "a.png")
+    return folder
+
+
+@pytest.mark.parametrize("entry, message", [
+    ({**GOOD, "file": "ABSOLUTE"}, "must be a path relative to the views folder"),
+    ({**GOOD, "file": "../outside.png"}, "must not use '..'"),
+    ({**GOOD, "file": "sub/../../outside.png"}, "must not use '..'"),
+    ({**GOOD, "normal_file": "../outside.png"}, "must not use '..'"),
+    ({**GOOD, "normal_file": "ABSOLUTE"}, "must be a path relative to the views folder"),
+    ({**GOOD, "file": "link.png"}, "outside the views folder"),
+    ({**GOOD, "file": "linked_dir/outside.png"}, "outside the views folder"),
+    ({**GOOD, "file": "loop.png"}, "cannot be resolved|does not exist"),
+])
+def test_view_files_must_lie_inside_the_folder(tmp_path, entry, message):
+    absolute = str(tmp_path / "outside.png")
+    entry = {k: (absolute if v == "ABSOLUTE" else v) for k, v in entry.items()}
+    folder = _confined_folder(tmp_path, entry)
+    (folder / "link.png").symlink_to(tmp_path / "outside.png")
+    (folder / "linked_dir").symlink_to(tmp_path)
+    (folder / "loop.png").symlink_to(folder / "loop.png")
+    with pytest.raises(UserError, match=message) as info:
+        view_specs(folder, "none", 0.0, 0.0, RADIUS, FOV)
+    assert "\n" not in str(info.value)
+
+
+def test_links_inside_the_folder_are_fine(tmp_path):
+    folder = _confined_folder(tmp_path, {**GOOD, "file": "inner/link.png", "normal_file": "a.png"})
+    (folder / "inner").mkdir()
+    (folder / "inner" / "link.png").symlink_to(folder / "a.png")
+    assert [s.file for s in view_specs(folder, "none", 0.0, 0.0, RADIUS, FOV)] == ["inner/link.png"]
+
+
+def test_preset_folders_are_confined_too(tmp_path):
+    folder = tmp_path / "views"
+    folder.mkdir()
+    for i in range(5):
+        Image.new("RGBA", (8, 8)).save(folder / f"v{i}.png")
+    Image.new("RGBA", (8, 8)).save(tmp_path / "outside.png")
+    (folder / "v5.png").symlink_to(tmp_path / "outside.png")
+    with pytest.raises(UserError, match="outside the views folder"):
+        view_specs(folder, "facelift", 0.0, 0.0, RADIUS, FOV)
+
+
+def _one_view(tmp_path: Path, image: Image.Image | bytes, **entry) -> tuple[Path, list]:
+    folder = _cameras(tmp_path / "views", [{**GOOD, **entry}])
+    if isinstance(image, bytes):
+        (folder / "a.png").write_bytes(image)
+    else:
+        image.save(folder / "a.png")
+    return folder, view_specs(folder, "none", 0.0, 0.0, RADIUS, FOV)
+
+
+def _png_bytes(image: Image.Image) -> bytes:
+    from io import BytesIO
+
+    buffer = BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("image, max_pixels, message", [
+    (Image.new("RGB", (2000, 1000)), 1_000_000, "has 2000000 pixels, more than intake.max_pixels=1000000"),
+    (Image.new("RGB", (1100, 1000)), 1_000_000, "has 1100000 pixels, more than intake.max_pixels=1000000"),
+    (_png_bytes(Image.new("RGB", (64, 64)))[:-40], 1_000_000, "cannot read multi-view image"),
+    (b"\x89PNG\r\n\x1a\n" + b"\x00" * 50, 1_000_000, "cannot read multi-view image"),
+    (b"not an image at all", 1_000_000, "cannot read multi-view image"),
+], ids=["pil-guard", "over-limit", "truncated-png", "png-signature-only", "not-an-image"])
+def test_view_images_are_checked_before_decoding(tmp_path, image, max_pixels, message):
+    folder, specs = _one_view(tmp_path, image)
+    with pytest.raises(UserError, match=message) as info:
+        check_view_images(folder, specs, max_pixels)
+    assert "\n" not in str(info.value)
+    with pytest.raises(UserError, match=message):
+        load_view_set(folder, specs, 32, max_pixels)
+
+
+def test_views_must_be_one_size_and_normal_maps_are_checked(tmp_path):
+    folder = _cameras(tmp_path / "views", [GOOD, {**GOOD, "file": "b.png", "normal_file": "n.png"}])
+    Image.new("RGBA", (16, 8)).save(folder / "a.png")
+    Image.new("RGBA", (8, 8)).save(folder / "b.png")
+    (folder / "n.png").write_bytes(b"broken")
+    specs = view_specs(folder, "none", 0.0, 0.0, RADIUS, FOV)
+    with pytest.raises(UserError, match="b.png is 8x8, a.png is 16x8: all views must be one size"):
+        check_view_images(folder, specs)
+    Image.new("RGBA", (16, 8)).save(folder / "b.png")
+    with pytest.raises(UserError, match="cannot read multi-view image .*n.png"):
+        check_view_images(folder, specs)
 
 
 def test_bad_folders_are_one_line_user_errors(tmp_path):

@@ -1,5 +1,6 @@
 """GLB / OBJ+MTL+PNG / PLY export and import, the uv orientation, and axis conversion on load."""
 
+import errno
 import json
 import struct
 
@@ -84,11 +85,12 @@ def test_obj_set_is_untouched_when_writing_fails(tmp_path, textured_sphere, monk
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
 
     def broken(_texture):
-        raise OSError("disk full")
+        raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(mesh_export, "texture_to_image", broken)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(OSError, match="No space left on device") as info:
         save_obj(textured_sphere.replace(verts=textured_sphere.verts * 2.0), tmp_path / "head.obj")
+    assert info.value.errno == errno.ENOSPC
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -22,13 +21,15 @@ from PIL import Image
 from skimage.measure import marching_cubes
 
 from fitter import atomic
+from fitter.config import Config
 from fitter.context import RunContext
 from fitter.errors import UserError
+from fitter.init_mesh import check_encloses_volume, check_mesh_input, mesh_grid_sdf, user_mesh
 from fitter.sdf_grid import GridSDF
 from fitter.silhouette import SilhouetteVolume
 from fitter.template_head import CHIN, TemplateHead, fit_to_landmarks, smooth_min
 from representations.cameras import Camera
-from representations.mesh import Mesh, MeshFormatError, keep_largest_component, load_mesh, read_mesh, save_ply
+from representations.mesh import Mesh, keep_largest_component, read_mesh, save_ply
 
 log = logging.getLogger("headfit")
 
@@ -37,8 +38,6 @@ GRID_HALF_EXTENT = 1.3
 SDF_RESOLUTION = 128
 MESH_SDF_RESOLUTION = 80
 SILHOUETTE_SIZE = 256
-TARGET_HALF_HEIGHT = 0.9
-"""A user mesh is scaled so its largest coordinate magnitude (after centring) is this."""
 
 
 def run(ctx: RunContext) -> None:
@@ -52,9 +51,7 @@ def run(ctx: RunContext) -> None:
         sdf = GridSDF.from_function(lambda p: smooth_min(head.sdf(p), hair(p), 0.05), SDF_RESOLUTION, bound)
         info = {"kind": "template", "template": head.to_dict(), "silhouette": True}
     elif kind == "mesh":
-        mesh = user_mesh(Path(ctx.cfg.init.mesh_path), ctx.cfg.init.up_axis, ctx.cfg.init.front_axis)
-        sdf = GridSDF.from_function(_mesh_sdf(mesh), MESH_SDF_RESOLUTION, bound)
-        info = {"kind": "mesh", "source": str(ctx.cfg.init.mesh_path)}
+        sdf, info = _mesh_init(ctx, bound)
     elif kind == "gan_inversion":
         from fitter.init_gan import gan_inversion_init
 
@@ -74,6 +71,17 @@ def run(ctx: RunContext) -> None:
     log.info("init: %s head with %d faces", kind, surface.num_faces)
 
 
+def check_init_inputs(cfg: Config) -> None:
+    """Before the intake: the init's own inputs (the mesh file, the view folder) are usable, so a bad
+    one is refused with one line before anything is written. Reads headers and small files only."""
+    if cfg.init.kind == "mesh":
+        check_mesh_input(cfg.init)
+    elif cfg.init.kind == "multiview":
+        from fitter.init_multiview import check_multiview_input
+
+        check_multiview_input(cfg.init, cfg.intake.max_pixels)
+
+
 def silhouette_volume(ctx: RunContext) -> SilhouetteVolume:
     mask = Image.open(ctx.subject_dir / "mask.png").convert("L").resize((SILHOUETTE_SIZE, SILHOUETTE_SIZE), Image.BILINEAR)
     camera = Camera.from_dict(ctx.read_json("subject/camera.json")).resized(SILHOUETTE_SIZE)
@@ -91,30 +99,11 @@ def grid_to_mesh(sdf: GridSDF) -> Mesh:
     return keep_largest_component(mesh)
 
 
-def _mesh_sdf(mesh: Mesh):
-    from representations.dmtet import mesh_signed_distance
-
-    tm = mesh.to_trimesh()
-
-    def sdf(points: torch.Tensor) -> torch.Tensor:
-        return torch.as_tensor(mesh_signed_distance(tm, points.double().numpy()), dtype=torch.float32)
-
-    return sdf
-
-
-def user_mesh(path: Path, up_axis: str, front_axis: str) -> Mesh:
-    if not path.is_file():
-        raise UserError(f"init.mesh_path {path} does not exist")
-    try:
-        mesh = load_mesh(path, up_axis=up_axis, front_axis=front_axis)
-    except (MeshFormatError, ValueError, OSError) as exc:
-        raise UserError(f"cannot use init mesh {path}: {exc}") from None
-    if mesh.num_faces == 0:
-        raise UserError(f"init mesh {path} has no faces")
-    verts = mesh.verts.double()
-    centre = 0.5 * (verts.min(0).values + verts.max(0).values)
-    scale = TARGET_HALF_HEIGHT / (verts - centre).abs().max().clamp_min(1e-9)
-    return Mesh(((verts - centre) * scale).float(), mesh.faces)
+def _mesh_init(ctx: RunContext, bound: float) -> tuple[GridSDF, dict]:
+    mesh = user_mesh(ctx.cfg.init)
+    sdf = mesh_grid_sdf(mesh, MESH_SDF_RESOLUTION, bound)
+    check_encloses_volume(sdf, ctx.cfg.init.mesh_path)
+    return sdf, {"kind": "mesh", "source": str(ctx.cfg.init.mesh_path), "mesh_faces_used": mesh.num_faces}
 
 
 def read_init(ctx: RunContext) -> tuple[dict, GridSDF, Mesh]:

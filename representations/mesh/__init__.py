@@ -15,22 +15,24 @@ from .cleanup import (
 )
 from .convert import mesh_from_trimesh, mesh_to_trimesh
 from .core import Mesh
-from .errors import MeshFormatError, UVUnwrapError
+from .errors import MeshFormatError, MeshGeometryError, UVUnwrapError
 from .export import save_glb, save_mesh, save_obj, save_ply
 from .geometry import edge_face_pairs, face_areas, face_normals, half_edges, unique_edges, vertex_degrees, vertex_normals
+from .header import count_faces
 from .load import load_mesh, read_mesh
 from .losses import laplacian_vectors, loss_laplacian, loss_normal_consistency
 from .primitives import grid, icosphere
 from .texture import texture_from_image, texture_to_image, texture_to_uint8, uv_to_grid, uv_to_pixel
 from .uv_unwrap import AtlasInfo, UnwrapOptions, run_xatlas, unwrap_uv, unwrap_uv_with_info
+from .validate import check_face_indices, check_solid
 
 __all__ = [
-    "AtlasInfo", "Mesh", "MeshFormatError", "UVUnwrapError", "UnwrapOptions",
-    "axis_vector", "decimate", "edge_face_pairs", "face_areas", "face_normals", "half_edges", "grid", "icosphere",
-    "keep_largest_component", "laplacian_vectors", "load_mesh", "loss_laplacian", "loss_normal_consistency",
-    "merge_close_vertices", "mesh_from_trimesh", "mesh_to_trimesh", "read_mesh", "remove_degenerate_faces",
-    "remove_unreferenced_vertices", "reorient", "rotation_to_canonical", "run_xatlas", "save_glb", "save_mesh",
-    "save_obj", "save_ply", "select_faces", "texture_from_image", "texture_to_image", "texture_to_uint8",
-    "unique_edges", "unwrap_uv", "unwrap_uv_with_info", "uv_to_grid", "uv_to_pixel", "vertex_degrees",
-    "vertex_normals",
+    "AtlasInfo", "Mesh", "MeshFormatError", "MeshGeometryError", "UVUnwrapError", "UnwrapOptions", "axis_vector",
+    "check_face_indices", "check_solid", "count_faces", "decimate", "edge_face_pairs", "face_areas", "face_normals",
+    "grid", "half_edges", "icosphere", "keep_largest_component", "laplacian_vectors", "load_mesh", "loss_laplacian",
+    "loss_normal_consistency", "merge_close_vertices", "mesh_from_trimesh", "mesh_to_trimesh", "read_mesh",
+    "remove_degenerate_faces", "remove_unreferenced_vertices", "reorient", "rotation_to_canonical", "run_xatlas",
+    "save_glb", "save_mesh", "save_obj", "save_ply", "select_faces", "texture_from_image", "texture_to_image",
+    "texture_to_uint8", "unique_edges", "unwrap_uv", "unwrap_uv_with_info", "uv_to_grid", "uv_to_pixel",
+    "vertex_degrees", "vertex_normals",
 ]

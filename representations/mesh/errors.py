@@ -9,3 +9,7 @@ class UVUnwrapError(RuntimeError):
 
 class MeshFormatError(ValueError):
     """A mesh file cannot be read or written in the requested format."""
+
+
+class MeshGeometryError(ValueError):
+    """A mesh's geometry cannot stand for a solid: non-finite or out-of-range data, or degenerate shape."""

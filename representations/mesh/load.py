@@ -11,13 +11,17 @@ from .axes import reorient, rotation_to_canonical
 from .convert import mesh_from_trimesh
 from .core import Mesh
 from .errors import MeshFormatError
+from .validate import check_face_indices
 
 READABLE_SUFFIXES = (".glb", ".gltf", ".obj", ".ply")
+ERROR_DETAIL_CHARS = 200
+"""A parser's message is cut to this length (some print whole arrays)."""
 
 
 def read_mesh(path: str | Path, device: torch.device | str = "cpu") -> Mesh:
     """The mesh in a file as stored (no axis change). UVs and the base-colour texture are kept when
-    present; an OBJ's texture is found through its MTL. Raises FileNotFoundError or MeshFormatError."""
+    present; an OBJ's texture is found through its MTL. Raises FileNotFoundError, MeshFormatError or
+    MeshGeometryError (a face index outside the vertex list)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"mesh file not found: {path}")
@@ -28,9 +32,11 @@ def read_mesh(path: str | Path, device: torch.device | str = "cpu") -> Mesh:
         loaded = trimesh.load(path, process=False)
         mesh = mesh_from_trimesh(loaded, device=device)
     except Exception as error:  # trimesh's parsers raise arbitrary types on malformed files
-        raise MeshFormatError(f"cannot read {path.name} as a triangle mesh: {type(error).__name__}: {error}") from error
+        detail = " ".join(str(error).split())[:ERROR_DETAIL_CHARS]
+        raise MeshFormatError(f"cannot read {path.name} as a triangle mesh: {type(error).__name__}: {detail}") from error
     if mesh.num_faces == 0:
         raise MeshFormatError(f"{path.name} has no triangles")
+    check_face_indices(mesh.faces, mesh.num_verts, path.name)
     return mesh
 
 
