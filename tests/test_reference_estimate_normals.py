@@ -237,7 +237,7 @@ def test_a_present_normal_estimator_is_no_longer_refused(tmp_path, capsys, monke
     (folder / "model_index.json").write_text("{}")
     overrides = ["reference.source=estimator", f"models.normal_estimator={folder}"]
     started = []
-    monkeypatch.setattr(pipeline, "Pipeline", lambda cfg, **kw: SimpleNamespace(run=lambda: started.append(cfg.models.normal_estimator)))
+    monkeypatch.setattr(pipeline, "Pipeline", lambda cfg, **kw: SimpleNamespace(run=lambda folder: started.append(cfg.models.normal_estimator)))
     code, _, err = run_cli(["--image", str(EXAMPLE), "--config", str(PREVIEW), "--out", str(tmp_path / "out"), *overrides], capsys)
     assert code == 0, err
     assert started == [str(folder)]
