@@ -48,6 +48,16 @@ class Case:
         return self.name
 
 
+def written(name: str, content: bytes) -> Callable[[Path], Path]:
+    """A builder of one input file with these bytes, for the cases that need an odd file."""
+
+    def make(folder: Path) -> Path:
+        (folder / name).write_bytes(content)
+        return folder / name
+
+    return make
+
+
 def snapshot(folder: Path, with_dirs: bool = False) -> dict[str, str]:
     """relative path -> sha256 of every file under `folder` (symlinks by target name; folders as
     "dir" when `with_dirs`)."""

@@ -16,7 +16,7 @@ import pytest
 import trimesh
 from PIL import Image
 
-from tests.corpus import EXAMPLE, PREVIEW, Case, run_case
+from tests.corpus import EXAMPLE, PREVIEW, Case, run_case, written
 
 LOW_RES = ("low resolution",)
 """The intake's warning for the example photo (its face is small); only cases that pass the intake see it."""
@@ -45,14 +45,6 @@ def changed_sphere(change, subdivisions: int = 2):
         verts, faces = sphere_arrays(subdivisions)
         change(verts, faces)
         return write_ply(folder / "head.ply", verts, faces)
-
-    return make
-
-
-def written(name: str, content: bytes):
-    def make(folder: Path) -> Path:
-        (folder / name).write_bytes(content)
-        return folder / name
 
     return make
 

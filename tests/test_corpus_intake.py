@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 from skimage import data
 
-from tests.corpus import PREVIEW, Case, run_case
+from tests.corpus import PREVIEW, Case, run_case, written
 from tests.intake_photos import line_drawing, save
 
 
@@ -38,14 +38,6 @@ def huge_header_png(folder: Path) -> Path:
     path = folder / "huge.png"
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
     return path
-
-
-def written(name: str, content: bytes):
-    def make(folder: Path) -> Path:
-        (folder / name).write_bytes(content)
-        return folder / name
-
-    return make
 
 
 def truncated_png(folder: Path) -> Path:
