@@ -10,8 +10,8 @@ from typing import Any, Callable, Optional
 import numpy as np
 import torch
 
-from fitter import atomic
 from fitter.errors import UserError
+from representations import atomic
 
 
 @dataclass

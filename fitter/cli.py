@@ -141,15 +141,24 @@ def batch_parser() -> argparse.ArgumentParser:
     return p
 
 
-def cmd_convert_panohead(argv: Sequence[str]) -> int:
-    from guidance.panohead.convert import main as convert_main
+def convert_panohead_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="run.py convert-panohead",
+                description="Convert the official PanoHead network pickle to safetensors without running its code.")
+    p.add_argument("checkpoint", type=path_arg, help="the official .pkl (e.g. easy-khair-180-gpc0.8-trans10-025000.pkl)")
+    p.add_argument("out", type=path_arg, help="the .safetensors file to write (atomically; never the source)")
+    return p
 
+
+def cmd_convert_panohead(argv: Sequence[str]) -> int:
+    from guidance.panohead.convert import convert_checkpoint
+
+    args = convert_panohead_parser().parse_args(argv)
     try:
-        return convert_main(list(argv), prog="run.py convert-panohead")
-    except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
-        return int(exc.code or 0)
+        weights = convert_checkpoint(args.checkpoint, args.out)
     except (FileNotFoundError, ValueError) as exc:
         raise UserError(f"cannot convert the PanoHead checkpoint: {exc}") from None
+    print(f"wrote {args.out}: {weights.class_name}, {len(weights.state)} tensors")
+    return EXIT_OK
 
 
 def missing_models_message(cfg_path: Path, cfg: Config) -> Optional[str]:

@@ -21,10 +21,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from fitter import atomic
 from fitter.config import Config, ExportConfig, ModelsConfig
 from fitter.errors import MissingModelError, UserError
 from fitter.metrics import identity_distance, psnr_masked, ssim_masked
+from representations import atomic
 from representations.cameras import EVAL_VIEWS, Camera
 from representations.mesh import Mesh, read_mesh
 

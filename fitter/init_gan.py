@@ -35,7 +35,6 @@ from scipy.ndimage import distance_transform_edt
 from skimage.measure import marching_cubes
 from torch import Tensor
 
-from fitter import atomic
 from fitter.context import RunContext
 from fitter.errors import StopRequested, UserError
 from fitter.sdf_grid import GridSDF
@@ -44,6 +43,7 @@ from guidance.panohead.camera import PANOHEAD_RADIUS
 from guidance.panohead.errors import CheckpointError
 from guidance.panohead.perceptual import perceptual_loss
 from guidance.weights import WeightFileError
+from representations import atomic
 from representations.cameras import Camera
 from representations.mesh import Mesh, keep_largest_component
 

@@ -26,13 +26,14 @@ from typing import Optional
 
 import torch
 
-from fitter import atomic, dry_run
+from fitter import dry_run
 from fitter.config import STAGES, Config, as_dict, to_yaml
 from fitter.context import RunContext, resolve_device
 from fitter.digests import file_sha256
 from fitter.errors import StopRequested
 from fitter.logs import held_back, log_traceback, release_into, run_log
 from fitter.outdir import RUN, RunFolder
+from representations import atomic
 
 log = logging.getLogger("headfit")
 

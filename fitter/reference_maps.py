@@ -38,10 +38,10 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from fitter import atomic
 from fitter.config import Config, as_dict
 from fitter.digests import file_sha256
 from fitter.errors import OutputError
+from representations import atomic
 
 log = logging.getLogger("headfit")
 REFERENCE_JSON = "reference.json"

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fitter import atomic
+from representations import atomic
 
 
 class GridSDF:

@@ -20,7 +20,6 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from fitter import atomic
 from fitter.checkpoint import TrainState
 from fitter.config import TextureConfig
 from fitter.context import RunContext
@@ -30,10 +29,11 @@ from fitter.texture_diffusion_sr import resize_valid, upscale_texture
 from fitter.texture_inpaint import InpaintResult, InpaintSettings, InpaintView, progressive_inpaint
 from fitter.texture_projection import dilate_into_gutters
 from fitter.texture_refine import Reference, RefineSettings, RefineStep, TextureLogits
+from guidance.control import camera_azimuth
 from guidance.inpaint import BlendedInpainter, InpaintConfig, MaskConditionedUNet
 from guidance.sdedit import GuidedPrior, PriorConfig, load_texture_prior, sdedit_target
-from guidance.control import camera_azimuth
 from guidance.weights import unpickle_plain
+from representations import atomic
 from representations.cameras import Camera, OrbitRange, OrbitView
 from representations.mesh import Mesh
 from representations.render import Rasterizer

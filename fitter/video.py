@@ -7,7 +7,7 @@ from typing import Iterable
 
 import numpy as np
 
-from fitter import atomic
+from representations import atomic
 
 
 def write_mp4(path: Path, frames: Iterable[np.ndarray], fps: int = 30) -> None:

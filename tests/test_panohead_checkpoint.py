@@ -270,7 +270,7 @@ def test_unusable_outputs_are_refused_before_reading(tmp_path):
 
 
 def test_a_failed_write_leaves_no_partial_output(tmp_path, monkeypatch):
-    from fitter import atomic
+    from representations import atomic
 
     source = tmp_path / "src.pkl"
     source.write_bytes(pk.persistence_pickle())

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from fitter import atomic
 from fitter.batch.discover import find_images
 from fitter.batch.engine import make_engine
 from fitter.batch.progress import BatchProgress
@@ -16,6 +15,7 @@ from fitter.batch.summary import read_metrics, write_summary
 from fitter.batch.task import DONE, PENDING, SKIPPED, STOPPED, SubjectResult, SubjectTask, log_path_for
 from fitter.config import Config, to_yaml
 from fitter.outdir import RunFolder
+from representations import atomic
 
 
 @dataclass(frozen=True)

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
-from fitter import atomic
 from fitter.config import Config, as_dict
 from fitter.digests import file_sha256
 from fitter.errors import OutputError
 from fitter.intake.analysis import Analysis, Warnings, analyse
 from fitter.intake.loading import LoadedImage, decode_image, read_input_bytes, sha256_of
+from representations import atomic
 
 log = logging.getLogger("headfit")
 INTAKE_VERSION = 2

@@ -11,11 +11,11 @@ import logging
 from pathlib import Path
 from typing import Optional
 
-from fitter import atomic
 from fitter.config import Config
 from fitter.report.curves import write_loss_curves
 from fitter.report.page import build_page
 from fitter.report.viewer import copy_bundle
+from representations import atomic
 from representations.mesh import Mesh, read_mesh
 
 log = logging.getLogger("headfit")

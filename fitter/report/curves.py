@@ -7,10 +7,9 @@ import logging
 import math
 from pathlib import Path
 
-
-from fitter import atomic
 from fitter.config import STAGES
 from guidance.weights import WeightFileError, unpickle_plain
+from representations import atomic
 
 log = logging.getLogger("headfit")
 History = dict[str, list[tuple[int, float]]]

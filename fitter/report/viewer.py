@@ -16,8 +16,8 @@ import subprocess
 from pathlib import Path
 from typing import Optional
 
-from fitter import atomic
 from fitter.config import REPO_ROOT
+from representations import atomic
 
 log = logging.getLogger("headfit")
 MODEL_VIEWER_VERSION = "4.4.0"

@@ -16,11 +16,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from fitter import atomic
 from fitter.config import STAGES, ExportConfig
 from fitter.context import RunContext
 from fitter.metrics import identity_distance, psnr_masked, ssim_masked
 from fitter.video import write_mp4
+from representations import atomic
 from representations.cameras import EXPORT_AZIMUTHS, Camera, turntable, view_name
 from representations.mesh import Mesh, read_mesh, save_glb, save_obj
 from representations.render import render

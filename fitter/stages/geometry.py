@@ -17,7 +17,6 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from fitter import atomic
 from fitter.checkpoint import TrainState
 from fitter.config import GeometryConfig
 from fitter.context import RunContext
@@ -37,6 +36,7 @@ from fitter.geometry_losses import (
 from fitter.loop import TrainLoop
 from fitter.reference import Reference, load_reference
 from fitter.stages.init import read_init
+from representations import atomic
 from representations.dmtet import DMTet, DMTetConfig
 from representations.hashgrid import HashGridConfig
 from representations.mesh import Mesh, edge_face_pairs, keep_largest_component, loss_laplacian, loss_normal_consistency, save_ply

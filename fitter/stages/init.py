@@ -20,7 +20,6 @@ import torch
 from PIL import Image
 from skimage.measure import marching_cubes
 
-from fitter import atomic
 from fitter.config import Config
 from fitter.context import RunContext
 from fitter.errors import UserError
@@ -28,6 +27,7 @@ from fitter.init_mesh import check_encloses_volume, check_mesh_input, mesh_grid_
 from fitter.sdf_grid import GridSDF
 from fitter.silhouette import SilhouetteVolume
 from fitter.template_head import CHIN, TemplateHead, fit_to_landmarks, smooth_min
+from representations import atomic
 from representations.cameras import Camera
 from representations.mesh import Mesh, keep_largest_component, read_mesh, save_ply
 

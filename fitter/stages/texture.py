@@ -17,7 +17,6 @@ import numpy as np
 import torch
 from PIL import Image
 
-from fitter import atomic
 from fitter.config import TextureConfig
 from fitter.context import RunContext
 from fitter.errors import UserError
@@ -31,6 +30,7 @@ from fitter.texture_projection import (
     texels_from_vertices,
     vertex_colours_from_texels,
 )
+from representations import atomic
 from representations.cameras import Camera
 from representations.mesh import Mesh, UnwrapOptions, UVUnwrapError, read_mesh, save_obj, unwrap_uv
 from representations.render.texel import TexelSurface, texel_surface

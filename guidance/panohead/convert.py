@@ -5,8 +5,8 @@ The safetensors file holds the generator's (``G_ema``) parameters and buffers un
 dotted names (``backbone.mapping.fc0.weight`` ...) and its constructor keyword arguments as JSON in
 the metadata (``init_kwargs``), with the class name and the SHA-256 of the source pickle.
 
-Usage: ``python -m guidance.panohead.convert CKPT.pkl OUT.safetensors`` (or ``python run.py
-convert-panohead CKPT.pkl OUT.safetensors``). OUT must end in ``.safetensors`` and must not be the
+Usage: ``python run.py convert-panohead CKPT.pkl OUT.safetensors`` (`convert_checkpoint`). OUT must
+end in ``.safetensors`` and must not be the
 source; missing parent folders are created. OUT is written atomically (a temporary file renamed
 into place), so a failed conversion leaves no partial file and an existing OUT untouched. Every
 failure a user can cause raises a `FileNotFoundError` or a ValueError (`CheckpointError`,
@@ -15,19 +15,16 @@ failure a user can cause raises a `FileNotFoundError` or a ValueError (`Checkpoi
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
-import sys
 from pathlib import Path
-from typing import NoReturn, Optional, Sequence
 
-from fitter import atomic
-from guidance.panohead.errors import CheckpointError, ConvertUsageError, OutputLocationError
+from guidance.panohead.errors import CheckpointError, OutputLocationError
 from guidance.panohead.pickle_vm import LIMITS, PickleLimits
 from guidance.panohead.unpickle import NetworkWeights, extract_network, load_restricted
 from guidance.weights import read_safetensors, read_safetensors_metadata
+from representations import atomic
 
 FORMAT = "headfit-panohead-1"
 OUT_SUFFIX = ".safetensors"
@@ -128,33 +125,3 @@ def convert_checkpoint(pickle_path: str | Path, out: str | Path) -> NetworkWeigh
     weights = read_pickle_weights(pickle_path)
     save_safetensors(weights, out, _sha256(pickle_path))
     return weights
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse whose usage errors are one line (a ValueError) instead of usage text and an exit."""
-
-    def error(self, message: str) -> NoReturn:
-        raise ConvertUsageError(f"{message} (see --help)")
-
-
-def main(argv: Optional[Sequence[str]] = None, prog: str = "python -m guidance.panohead.convert") -> int:
-    parser = _Parser(prog=prog,
-                                     description="Convert the official PanoHead network pickle to safetensors without running its code.")
-    parser.add_argument("checkpoint", type=Path, help="the official .pkl (e.g. easy-khair-180-gpc0.8-trans10-025000.pkl)")
-    parser.add_argument("out", type=Path, help="the .safetensors file to write (atomically; never the source)")
-    args = parser.parse_args(argv)
-    weights = convert_checkpoint(args.checkpoint, args.out)
-    print(f"wrote {args.out}: {weights.class_name}, {len(weights.state)} tensors")
-    return 0
-
-
-def _module_main() -> int:
-    try:
-        return main()
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"error: cannot convert the PanoHead checkpoint: {exc}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(_module_main())

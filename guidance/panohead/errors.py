@@ -1,11 +1,11 @@
-"""Errors of reading and converting a PanoHead checkpoint. Each is one line and a user error (exit 2);
-each is also a ValueError, which `run.py convert-panohead` reports as "cannot convert ...: <why>"."""
+"""Errors of reading and converting a PanoHead checkpoint. Each is one line and a ValueError, which
+`run.py convert-panohead` reports as "cannot convert ...: <why>" (exit 2); the checkpoint errors are
+also `MissingModelError`s (through `WeightFileError`), so a fit reports them the same way."""
 
 from __future__ import annotations
 
 import pickle
 
-from fitter.errors import OutputError, UserError
 from guidance.weights import WeightFileError
 
 
@@ -21,9 +21,5 @@ class PickleLimitError(CheckpointError):
     """Reading the pickle would take more work or memory than any real checkpoint needs."""
 
 
-class OutputLocationError(OutputError, ValueError):
+class OutputLocationError(ValueError):
     """The converted file cannot be written where the user asked."""
-
-
-class ConvertUsageError(UserError, ValueError):
-    """The conversion command's arguments are wrong (missing, extra or unknown)."""

@@ -1,7 +1,7 @@
 """Atomic file writes: write a temp file next to the target, fsync, then rename over it.
 
 A crash or kill at any point leaves either the old file or the new one, never a half-written one.
-While a run folder is open (`fitter.outdir.RunFolder`), every write first asks its guard, which
+While a guard is installed (the fitter installs one per run folder), every write first asks it; it
 records the file in the folder's manifest or refuses to overwrite a file the engine did not write.
 """
 
