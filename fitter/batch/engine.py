@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Protocol, Sequence
+from typing import Optional, Protocol, Sequence
 
-from fitter.batch.task import FAILED, SubjectResult, SubjectTask
+from fitter.batch.task import OnResult, SubjectTask
 from fitter.errors import UserError
 
 ENGINES = ("local", "ray", "submitit")
-OnResult = Callable[[SubjectResult], None]
 
 
 class Engine(Protocol):
@@ -16,14 +15,7 @@ class Engine(Protocol):
         """Run every task; call `on_result` once per task, in the order they finish."""
 
 
-def lost_task(task: SubjectTask, exc: BaseException) -> SubjectResult:
-    """The result of a task that its engine lost (worker died, job crashed or timed out)."""
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return SubjectResult(task.stem, task.image, task.out, FAILED, reason=f"{type(exc).__name__}: {text[:300]}",
-                         resumed=task.resume)
-
-
-def make_engine(name: str, gpus_per_fit: float, cpus_per_fit: int, address: Optional[str] = None,
+def make_engine(name: str, gpus_per_fit: Optional[float], cpus_per_fit: int, address: Optional[str] = None,
                 cluster: Optional[str] = None, folder: str = "", timeout_min: int = 240,
                 partition: Optional[str] = None) -> Engine:
     if name == "local":

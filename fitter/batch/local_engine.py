@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from fitter.batch.engine import OnResult
-from fitter.batch.task import SubjectTask, run_subject
+from fitter.batch.task import OnResult, SubjectTask, run_subject
 
 
 class LocalEngine:

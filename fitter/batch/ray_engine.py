@@ -19,8 +19,7 @@ from __future__ import annotations
 import logging
 from typing import Optional, Sequence
 
-from fitter.batch.engine import OnResult, lost_task
-from fitter.batch.task import SubjectTask, run_subject
+from fitter.batch.task import OnResult, SubjectTask, lost_task, run_subject
 from fitter.errors import UserError
 
 log = logging.getLogger("headfit")

@@ -16,8 +16,7 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
-from fitter.batch.engine import OnResult, lost_task
-from fitter.batch.task import SubjectTask, run_subject
+from fitter.batch.task import OnResult, SubjectTask, lost_task, run_subject
 from fitter.errors import UserError
 
 POLL_S = 0.5

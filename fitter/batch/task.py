@@ -17,6 +17,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from fitter.config import REPO_ROOT
 
@@ -59,6 +60,17 @@ class SubjectResult:
     reason: str = ""
     resumed: bool = False
     metrics: dict = field(default_factory=dict)
+
+
+OnResult = Callable[[SubjectResult], None]
+"""What an engine calls with each finished subject."""
+
+
+def lost_task(task: SubjectTask, exc: BaseException) -> SubjectResult:
+    """The result of a task that its engine lost (worker died, job crashed or timed out)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return SubjectResult(task.stem, task.image, task.out, FAILED, reason=f"{type(exc).__name__}: {text[:300]}",
+                         resumed=task.resume)
 
 
 def fit_command(task: SubjectTask, resume: bool) -> list[str]:
