@@ -22,7 +22,7 @@ from fitter.config import REPO_ROOT, as_dict, load_config
 from fitter.errors import ConfigError, MissingModelError
 from guidance.weights import load_state_dict
 from representations.mesh import read_mesh
-from tests.test_report import EXAMPLE, PREVIEW, SMOKE, shared_run
+from tests.test_report import EXAMPLE, PREVIEW, SMOKE, need, shared_run
 
 
 def one_error_line(err: str) -> str:
@@ -54,11 +54,10 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path_factory, worker_id, 
 
 def disk_limited(limit_mb: float, out: Path, *, read_only: bool = False) -> list[str]:
     """A command prefix that runs its command with `out`'s parent on a fresh tmpfs of `limit_mb` MB
-    (read-only when asked), in a private mount namespace (nothing to unmount); skips where the
-    machine forbids it."""
+    (read-only when asked), in a private mount namespace (nothing to unmount); where the machine
+    forbids that, the test fails under CI=true and is skipped elsewhere."""
     probe = subprocess.run(["unshare", "--mount", "--map-root-user", "true"], capture_output=True)
-    if probe.returncode != 0:
-        pytest.skip(f"no private mount namespace here (unshare: {probe.stderr.decode().strip()[:100]})")
+    need(probe.returncode == 0, "a private mount namespace", f"is not allowed here (unshare: {probe.stderr.decode().strip()[:100]})")
     options = f"size={int(limit_mb * 1024)}k" + (",ro" if read_only else "")
     script = f'mount -t tmpfs -o {options} tmpfs "{out.parent}" && exec "$@"'
     return ["unshare", "--mount", "--map-root-user", "sh", "-c", script, "sh"]

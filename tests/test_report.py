@@ -30,10 +30,10 @@ PREVIEW = str(REPO_ROOT / "configs" / "preview.yaml")
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
-def need(available: bool, what: str) -> None:
+def need(available: bool, what: str, hint: str = "is not installed (bash .ci/run installs it)") -> None:
     """Fail under CI (which installs every tool), skip with the reason elsewhere."""
     if not available:
-        message = f"{what} is not installed (bash .ci/run installs it)"
+        message = f"{what} {hint}"
         if IN_CI:
             pytest.fail(message)
         pytest.skip(message)
