@@ -155,34 +155,29 @@ class Pipeline:
             ctx.stop.uninstall()
 
     def _after_intake(self, ctx: RunContext, folder: RunFolder, subject: dict, user_maps: dict) -> None:
-        if self.stop_after == "intake":
-            hashes = stage_hashes(self.user_cfg, subject, stage_input_files(self.cfg, self.out / "subject"))
-            self._drop_stale(folder, hashes)
+        if self.stop_after == "intake":  # what the new subject made stale goes, nothing runs
+            hashes = self._hashes(subject)
+            folder.remove_stages(list(STAGES[1:])[self._first_to_run(hashes, resume=True):] + [EVAL])
             return
         folder.stage = "reference"
-        self._reference_maps(subject, user_maps)
-        self._run_stages(ctx, folder, subject)
-
-    def _reference_maps(self, subject: dict, user_maps: dict) -> None:
         from fitter.reference_maps import ensure_reference_maps
 
-        ensure_reference_maps(self.cfg, self.out / "subject", subject, user_maps, resolve_device(self.cfg.run.device))
+        ensure_reference_maps(self.cfg, self.out / "subject", subject, user_maps, ctx.device)
+        self._run_stages(ctx, folder, self._hashes(subject))
 
-    def _drop_stale(self, folder: RunFolder, hashes: dict[str, str]) -> None:
-        """Delete the outputs of every stage from the first whose marker no longer matches."""
-        for i, stage in enumerate(STAGES[1:]):
-            if not stage_done(self.out, stage, hashes[stage]):
-                removed = folder.remove_stages(STAGES[1 + i:] + (EVAL,))
-                if removed:
-                    log.info("removed %d stale files of the stages from %s on", len(removed), stage)
-                return
+    def _hashes(self, subject: dict) -> dict[str, str]:
+        return stage_hashes(self.user_cfg, subject, stage_input_files(self.cfg, self.out / "subject"))
 
-    def _run_stages(self, ctx: RunContext, folder: RunFolder, subject: dict) -> None:
+    def _first_to_run(self, hashes: dict[str, str], resume: bool) -> int:
+        """Index (in STAGES[1:]) of the first stage that is not done under its current hash."""
+        stages = STAGES[1:]
+        return next((i for i, s in enumerate(stages) if not (resume and stage_done(self.out, s, hashes[s]))), len(stages))
+
+    def _run_stages(self, ctx: RunContext, folder: RunFolder, hashes: dict[str, str]) -> None:
         ctx.tensorboard = self._tensorboard()
-        hashes = stage_hashes(self.user_cfg, subject, stage_input_files(self.cfg, self.out / "subject"))
         torch.use_deterministic_algorithms(self.cfg.run.deterministic, warn_only=True)
         stages = list(STAGES[1:])
-        first = next((i for i, s in enumerate(stages) if not (self.resume and stage_done(self.out, s, hashes[s]))), len(stages))
+        first = self._first_to_run(hashes, self.resume)
         try:
             for i, stage in enumerate(stages):
                 if i < first:
