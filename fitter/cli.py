@@ -103,6 +103,7 @@ def evaluate_in(run: Path, cfg: Config) -> dict:
 
 def cmd_eval(argv: Sequence[str]) -> int:
     from fitter.evaluate import write_summary
+    from fitter.outdir import check_writable
 
     args = eval_parser().parse_intermixed_args(argv)
     overrides = [item for item in args.items if "=" in item]
@@ -112,7 +113,7 @@ def cmd_eval(argv: Sequence[str]) -> int:
     configs = [load_config(args.config or run / "config.yaml", overrides) for run in runs]
     results = [evaluate_in(run, cfg) for run, cfg in zip(runs, configs)]
     out = args.out if args.out is not None else runs[0].resolve().parent
-    check_output_dir(out)
+    check_writable(out)
     csv_path, md_path = write_summary(results, out)
     print(md_path.read_text(), end="")
     print(f"wrote {csv_path} and {md_path}")
@@ -187,17 +188,6 @@ def cmd_check_models(argv: Sequence[str]) -> int:
         state = f"found   {loc.found}" if loc.ok else "MISSING looked in " + "; ".join(loc.looked)
         print(f"{loc.spec.role:40s} {loc.spec.key}={loc.spec.source}\n    {state}")
     return EXIT_OK if all(loc.ok for loc in locations) else EXIT_USER
-
-
-def check_output_dir(out: Path) -> None:
-    """Fail early (before any work) when OUT cannot be created or written."""
-    if out.exists() and not out.is_dir():
-        raise OutputError(f"output path {out} exists and is not a folder")
-    probe = out
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-        raise OutputError(f"output folder {out} is not writable (no write permission on {probe})")
 
 
 def user_inputs(args: argparse.Namespace, cfg: Config) -> list[Path]:

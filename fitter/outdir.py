@@ -54,13 +54,7 @@ class RunFolder:
         """Refuse, with nothing written, an OUT that is not ours or that holds one of the inputs."""
         if str(self.out) in ("", "/"):
             raise OutputError("--out must name a folder other than the file-system root")
-        if self.out.exists() and not self.out.is_dir():
-            raise OutputError(f"output path {self.out} exists and is not a folder")
-        probe = self.out
-        while not probe.exists():
-            probe = probe.parent
-        if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-            raise OutputError(f"output folder {self.out} is not writable (no write permission on {probe})")
+        check_writable(self.out)
         if not self.out.is_dir():
             return
         manifest = self.out / MANIFEST
@@ -191,6 +185,17 @@ class RunFolder:
     def _save(self) -> None:
         record = {"tool": "headfit", "format": FORMAT, "files": dict(sorted(self.files.items()))}
         atomic.write_text(self.out / MANIFEST, json.dumps(record, indent=1) + "\n", guarded=False)
+
+
+def check_writable(out: Path) -> None:
+    """Fail early (before any work) when the folder `out` cannot be created or written."""
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"output path {out} exists and is not a folder")
+    probe = out
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise OutputError(f"output folder {out} is not writable (no write permission on {probe})")
 
 
 def _safe_relative(rel: str) -> bool:
