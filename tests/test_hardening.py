@@ -22,6 +22,7 @@ from fitter.config import REPO_ROOT, as_dict, load_config
 from fitter.errors import ConfigError, MissingModelError
 from guidance.weights import load_state_dict
 from representations.mesh import read_mesh
+from tests.test_pipeline import signal_when_logged
 from tests.test_report import EXAMPLE, PREVIEW, SMOKE, need, shared_run
 
 
@@ -275,12 +276,7 @@ def test_sigterm_outside_a_training_loop_stops_promptly(tmp_path):
     out = tmp_path / "run"
     proc = subprocess.Popen(fit_command(out, "fit.geometry.init_fit_steps=1000000"), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 180
-    log = out / "run.log"
-    while time.time() < deadline and "geometry: started" not in (log.read_text() if log.exists() else ""):
-        time.sleep(0.1)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
+    err = signal_when_logged(proc, out, "geometry: started", signal.SIGTERM)
     assert proc.returncode == 130, err
     assert err.splitlines()[-1].startswith("stopped:") and "Traceback" not in err
 

@@ -112,17 +112,22 @@ def test_resume_skips_completed_stages(smoke_run, tmp_path):
     assert (out / "head.glb").is_file()
 
 
+def signal_when_logged(proc: subprocess.Popen, out: Path, needle: str, signum: int, timeout: float = 180) -> str:
+    """Send `signum` to a running fit once `needle` appears in its run.log; its stderr once it ended."""
+    deadline = time.time() + timeout
+    log = out / "run.log"
+    while time.time() < deadline and needle not in (log.read_text() if log.exists() else ""):
+        time.sleep(0.1)
+    proc.send_signal(signum)
+    return proc.communicate(timeout=120)[1]
+
+
 def test_sigint_saves_checkpoint_and_exits_cleanly(tmp_path):
     out = tmp_path / "run"
     args = [sys.executable, "run.py", "--image", EXAMPLE, "--config", PREVIEW, "--out", str(out), *SMOKE,
             "fit.geometry.steps=400", "--stop-after", "geometry"]
     proc = subprocess.Popen(args, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    log = out / "run.log"
-    while time.time() < deadline and "geometry/sculpt step" not in (log.read_text() if log.exists() else ""):
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
+    err = signal_when_logged(proc, out, "geometry/sculpt step", signal.SIGINT)
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "--resume" in err
     assert (out / "geometry" / "sculpt.pt").is_file()
