@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import NoReturn, Optional, Sequence
 
 from fitter.config import DEFAULT_CONFIG, REPO_ROOT, STAGES, Config, load_config, validate
-from fitter.errors import MissingModelError, OutputError, StopRequested, UserError
+from common.errors import MissingModelError, OutputError, StopRequested, UserError
 from fitter.logs import setup_terminal
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USER, EXIT_STOPPED = 0, 1, 2, 130
@@ -92,7 +92,7 @@ def eval_parser() -> argparse.ArgumentParser:
 def evaluate_in(run: Path, cfg: Config) -> dict:
     """Evaluate a finished run inside its run folder: locked (not while a fit writes it), and what
     eval writes (eval.json, eval/) joins its manifest, to be removed when a stage is redone."""
-    from fitter.evaluate import check_run, evaluate_run
+    from fitter.evaluate.protocol import check_run, evaluate_run
     from fitter.outdir import RunFolder
 
     check_run(run)
@@ -102,7 +102,7 @@ def evaluate_in(run: Path, cfg: Config) -> dict:
 
 
 def cmd_eval(argv: Sequence[str]) -> int:
-    from fitter.evaluate import write_summary
+    from fitter.evaluate.protocol import write_summary
     from fitter.outdir import check_writable
 
     args = eval_parser().parse_intermixed_args(argv)

@@ -16,7 +16,7 @@ from typing import Any, Optional
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from fitter.errors import ConfigError
+from common.errors import ConfigError
 from representations.cameras import INPAINT_TRAJECTORY_AZIMUTHS, INPAINT_TRAJECTORY_ELEVATIONS
 
 STAGES = ("intake", "init", "geometry", "texture", "export")
@@ -91,7 +91,7 @@ class ModelsConfig:
     normal_estimator: Optional[str] = None
     """Normal estimator for reference.source=estimator: a diffusers `MarigoldNormalsPipeline` folder/hub id
     (e.g. prs-eth/marigold-normals-v1-1); its frame is reference.estimator_normal_convention, its settings
-    reference.estimator_*. See fitter/reference_estimate_normals.py."""
+    reference.estimator_*. See fitter/stages/reference/estimate_normals.py."""
     depth_estimator: Optional[str] = None
     """Depth estimator for reference.source=estimator: a transformers `AutoModelForDepthEstimation` folder/hub id
     (DPT, Depth Anything) with its image processor."""
@@ -107,7 +107,7 @@ class ReferenceConfig:
     source: str = "generate"
     """`generate` (ID-aware normal/depth-adapted SD), `user` (the paths below, or run.py --normal/--depth),
     `estimator` (models.normal_estimator / models.depth_estimator) or `none` (use no maps, or maps put in
-    subject/ by hand). See fitter/reference_maps.py."""
+    subject/ by hand). See fitter/stages/reference/maps.py."""
     normal_path: Optional[str] = None
     """User normal map aligned with the ORIGINAL photo (same size); RGB = (n + 1) / 2, black = no data."""
     depth_path: Optional[str] = None
@@ -139,7 +139,7 @@ class ReferenceConfig:
 
 @dataclass
 class GanInversionConfig:
-    """PanoHead inversion (init.kind=gan_inversion; see fitter/init_gan.py). Defaults: the paper's."""
+    """PanoHead inversion (init.kind=gan_inversion; see fitter/stages/init/gan.py). Defaults: the paper's."""
 
     projection_steps: int = 500
     projection_lr: float = 0.1
@@ -173,14 +173,14 @@ class InitConfig:
     front_axis: str = "+z"
     max_mesh_faces: int = 30_000
     """init.kind=mesh: a mesh with more faces is decimated to this many, with a warning (the init keeps only an
-    80³ distance grid of it, so finer detail is lost anyway; see fitter/init_mesh.py). A file that declares
+    80³ distance grid of it, so finer detail is lost anyway; see fitter/stages/init/user_mesh.py). A file that declares
     more than 10,000,000 faces or is larger than 1 GB is refused unread."""
     gan: GanInversionConfig = field(default_factory=GanInversionConfig)
     views_dir: Optional[str] = None
-    """init.kind=multiview: folder of views plus `cameras.json` (see fitter/multiview/views.py), or images
+    """init.kind=multiview: folder of views plus `cameras.json` (see fitter/stages/init/multiview/views.py), or images
     matched in file-name order to `views_preset`."""
     views_preset: str = "none"
-    """`none` (read cameras.json) | `facelift` | `zero123pp` | `ring16` (fitter/multiview/presets.py)."""
+    """`none` (read cameras.json) | `facelift` | `zero123pp` | `ring16` (fitter/stages/init/multiview/presets.py)."""
     preset_azimuth: float = 0.0
     """Azimuth (degrees) of the preset's input view; the preset's offsets are added to it."""
     preset_elevation: float = 0.0
@@ -250,7 +250,7 @@ class GeometryConfig:
     init_fit_lr: float = 0.01
     init_view_steps: int = 1000
     """Phase 1b (the paper's first phase): steps of normal loss to the init's normal views; 0 skips it.
-    See fitter/geometry_init_views.py."""
+    See fitter/stages/geometry/init_views.py."""
     init_view_lr: float = 0.005
     init_view_batch: int = 4
     """Views rendered per phase-1b step."""
@@ -325,7 +325,7 @@ class TextureConfig:
     """Texture the back of the head with the hair the photo shows at the top and sides (front-back mirror)."""
     hair_anchor_weight: float = 0.5
     """How strongly the unseen top/back is pulled towards the colour seen above the forehead; in [0, 10]."""
-    # --- mode `diffusion`: progressive inpainting, then refinement (fitter/texture_diffusion.py) ---
+    # --- mode `diffusion`: progressive inpainting, then refinement (fitter/stages/texture/diffusion.py) ---
     trajectory_azimuths: list[float] = field(default_factory=lambda: list(INPAINT_TRAJECTORY_AZIMUTHS))
     """Inpainting views in order (degrees); paired with `trajectory_elevations`."""
     trajectory_elevations: list[float] = field(default_factory=lambda: list(INPAINT_TRAJECTORY_ELEVATIONS))
@@ -352,7 +352,7 @@ class TextureConfig:
     lambda_tv: float = 5.0e-4
     lr: float = 0.02
     lpips_weights: Optional[str] = None
-    """LPIPS VGG16 weight file for refinement; unset: the SSIM/gradient fallback (fitter/texture_diffusion_losses.py)."""
+    """LPIPS VGG16 weight file for refinement; unset: the SSIM/gradient fallback (fitter/stages/texture/refine_losses.py)."""
     inpaint_model: Optional[str] = None
     """SD1.5 inpainting checkpoint (diffusers folder or hub id with `unet/`); unset: blended-latent inpainting with the base UNet."""
     sr_model: Optional[str] = None

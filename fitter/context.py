@@ -14,7 +14,7 @@ from typing import Any, Iterator, Optional
 import torch
 
 from fitter.config import Config
-from fitter.errors import ConfigError, StopRequested
+from common.errors import ConfigError, StopRequested
 
 log = logging.getLogger("headfit")
 

@@ -3,7 +3,7 @@ outputs that a redone stage made stale.
 
 * `OUT/.headfit.json` (the manifest) lists every file the engine wrote in OUT, with the stage that
   wrote it. The engine deletes or overwrites only files listed there: every write goes through
-  `representations.atomic`, which asks `RunFolder.claim` first, and a file that exists but is not listed is
+  `common.atomic`, which asks `RunFolder.claim` first, and a file that exists but is not listed is
   refused. An OUT that exists, is not empty and has no manifest is refused before anything is done.
 * `OUT/.headfit.lock` is held with an exclusive `flock` for the whole run: a second run into the same
   OUT fails at once, naming the process that holds it. It holds that process's description while
@@ -23,8 +23,8 @@ import time
 from pathlib import Path
 from typing import Iterable, Optional
 
-from fitter.errors import OutputError
-from representations import atomic
+from common.errors import OutputError
+from common import atomic
 
 MANIFEST = ".headfit.json"
 LOCK = ".headfit.lock"

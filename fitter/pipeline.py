@@ -29,11 +29,11 @@ import torch
 from fitter import dry_run
 from fitter.config import STAGES, Config, as_dict, to_yaml
 from fitter.context import RunContext, resolve_device
-from fitter.digests import file_sha256
-from fitter.errors import StopRequested
+from common.digests import file_sha256
+from common.errors import StopRequested
 from fitter.logs import held_back, log_traceback, release_into, run_log
 from fitter.outdir import RUN, RunFolder
-from representations import atomic
+from common import atomic
 
 log = logging.getLogger("headfit")
 
@@ -127,9 +127,9 @@ class Pipeline:
 
     def run(self, folder: RunFolder) -> None:
         """The whole fit into `folder` (opened and locked by the caller)."""
-        from fitter.intake import run_intake
-        from fitter.reference_user import check_user_maps
-        from fitter.stages.init import check_init_inputs
+        from fitter.stages.intake import run_intake
+        from fitter.stages.reference.user import check_user_maps
+        from fitter.stages.init.stage import check_init_inputs
 
         t0 = time.perf_counter()
         user_maps = check_user_maps(self.cfg, self.image)  # bad user maps: refused before anything is written
@@ -160,7 +160,7 @@ class Pipeline:
             folder.remove_stages(list(STAGES[1:])[self._first_to_run(hashes, resume=True):] + [EVAL])
             return
         folder.stage = "reference"
-        from fitter.reference_maps import ensure_reference_maps
+        from fitter.stages.reference.maps import ensure_reference_maps
 
         ensure_reference_maps(self.cfg, self.out / "subject", subject, user_maps, ctx.device)
         self._run_stages(ctx, folder, self._hashes(subject))
@@ -209,7 +209,7 @@ class Pipeline:
 
     def _run_stage(self, ctx: RunContext, stage: str, digest: str, continue_it: bool) -> None:
         ctx.resume, ctx.stage_hash = continue_it, digest
-        module = importlib.import_module(f"fitter.stages.{stage}")
+        module = importlib.import_module(f"fitter.stages.{stage}.stage")
         atomic.write_json(ctx.stage_dir(stage) / STARTED_JSON, {"stage": stage, "hash": digest})
         t0 = time.perf_counter()
         log.info("%s: started", stage)

@@ -37,11 +37,11 @@ def _needed(cfg: Config) -> list[ModelSpec]:
         ]
         identity = True
     if cfg.reference.source == "estimator" and m.normal_estimator:
-        from fitter.reference_estimate_normals import normal_estimator_spec
+        from fitter.stages.reference.estimate_normals import normal_estimator_spec
 
         specs.append(normal_estimator_spec(m))
     if cfg.reference.source == "estimator" and m.depth_estimator:
-        from fitter.reference_estimate import depth_estimator_spec
+        from fitter.stages.reference.estimate_depth import depth_estimator_spec
 
         specs.append(depth_estimator_spec(m))
     if cfg.fit.texture.mode == "diffusion":

@@ -14,7 +14,7 @@ from typing import Any, BinaryIO
 
 import torch
 
-from fitter.errors import MissingModelError
+from common.errors import MissingModelError
 
 SAFE_SUFFIXES = (".safetensors",)
 PICKLE_SUFFIXES = (".bin", ".pt", ".ckpt", ".pth")

@@ -19,7 +19,7 @@ from fitter.batch.state import Plan, plan_subject
 from fitter.batch.task import SubjectTask, run_subject
 from fitter.cli import main
 from fitter.config import REPO_ROOT
-from fitter.errors import UserError
+from common.errors import UserError
 from tests.test_pipeline import EXAMPLE, PREVIEW, SMOKE
 
 BAD_REASON = "is not an image file"

@@ -1,7 +1,7 @@
 """The error corpus for the init's own inputs: a user mesh (`init.kind=mesh`) or a folder of views
 (`init.kind=multiview`) that cannot be used is one `error:` line, exit 2 (tests/corpus.py).
 
-Every case but two is refused before the intake (`fitter.stages.init.check_init_inputs`), so its
+Every case but two is refused before the intake (`fitter.stages.init.stage.check_init_inputs`), so its
 folder stays unchanged; the two found only while the init runs (a mesh too large to read before the
 intake, a view with no foreground) leave the intake's files, all listed in the run's manifest.
 """

@@ -9,8 +9,8 @@ import torch
 from safetensors.torch import save_file
 
 from fitter.config import ModelsConfig
-from fitter.errors import MissingModelError
-from fitter.evaluate import AlexLPIPS, clip_i, lpips_distance, summary_markdown, summary_rows
+from common.errors import MissingModelError
+from fitter.evaluate.protocol import AlexLPIPS, clip_i, lpips_distance, summary_markdown, summary_rows
 
 rng = np.random.default_rng(0)
 PHOTO = rng.random((64, 64, 3)).astype(np.float32)

@@ -11,9 +11,9 @@ import trimesh
 
 from fitter.cli import main
 from fitter.config import GeometryConfig
-from fitter.geometry_init_views import InitViewFit, agreement, load_init_views, read_init_views, render_init_views, ring_cameras
-from fitter.geometry_losses import loss_normal_cosine
-from fitter.init_gan import write_normal_views
+from fitter.stages.geometry.init_views import InitViewFit, agreement, load_init_views, read_init_views, render_init_views, ring_cameras
+from fitter.stages.geometry.losses import loss_normal_cosine
+from fitter.stages.init.gan import write_normal_views
 from representations.cameras import Camera
 from representations.dmtet import DMTet, DMTetConfig
 from representations.hashgrid import HashGridConfig

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from fitter.geometry_losses import (
+from fitter.stages.geometry.losses import (
     loss_landmarks_depth,
     loss_landmarks_on_surface,
     loss_mask,

@@ -10,7 +10,7 @@ from fitter.config import REPO_ROOT
 from guidance.control import FACE_STYLE, IRIS_STYLE, LEFT_IRIS_CENTRE, camera_azimuth, canny_control, draw_face_landmarks, landmark_visibility, normal_control
 from representations.cameras import Camera
 
-LANDMARKS = np.load(REPO_ROOT / "fitter" / "intake" / "canonical_landmarks.npy").astype(np.float64)
+LANDMARKS = np.load(REPO_ROOT / "fitter" / "stages" / "intake" / "canonical_landmarks.npy").astype(np.float64)
 
 
 def colours(image: np.ndarray) -> set[tuple[int, int, int]]:

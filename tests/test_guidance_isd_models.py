@@ -25,7 +25,7 @@ def tiny_cfg(tmp_path_factory) -> ModelsConfig:
 def control_images(azimuths: list[float]) -> torch.Tensor:
     from fitter.config import REPO_ROOT
 
-    points = np.load(REPO_ROOT / "fitter" / "intake" / "canonical_landmarks.npy").astype(np.float64)
+    points = np.load(REPO_ROOT / "fitter" / "stages" / "intake" / "canonical_landmarks.npy").astype(np.float64)
     return to_control_tensor([draw_face_landmarks(points, Camera.orbit(a, 0.0, 3.5, 30.0, 32)) for a in azimuths])
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from fitter.config import ModelsConfig
-from fitter.errors import MissingModelError
+from common.errors import MissingModelError
 from guidance.models import default_dtype, load_controlnet, load_identity_adapter, load_stable_diffusion, read_ip_adapter
 from guidance.models import tiny_builders as tb
 from guidance.models.ip_adapter import attach_ip_adapter, flatten, num_identity_tokens
@@ -82,7 +82,7 @@ def test_controlnet_and_ip_adapter_round_trip(tmp_path, tiny_cfg):
 
 
 def test_preset_loads_every_hero_model(tiny_cfg):
-    from fitter.intake.identity import load_arcface
+    from fitter.stages.intake.identity import load_arcface
 
     for name in ("base", "normal_sd", "depth_sd", "texture_base"):
         assert load_stable_diffusion(tiny_cfg, name).unet.config.cross_attention_dim == tb.CROSS_DIM

@@ -19,7 +19,7 @@ from safetensors.torch import save_file
 
 from fitter.cli import MEMORY_KNOBS, main
 from fitter.config import REPO_ROOT, as_dict, load_config
-from fitter.errors import ConfigError, MissingModelError
+from common.errors import ConfigError, MissingModelError
 from guidance.weights import load_state_dict
 from representations.mesh import read_mesh
 from tests.test_pipeline import signal_when_logged
@@ -114,7 +114,7 @@ def test_output_under_a_file_is_one_line_exit_2(tmp_path, capsys):
 
 
 def test_gpu_out_of_memory_names_the_knobs(tmp_path, capsys, monkeypatch):
-    import fitter.stages.init as init_stage
+    import fitter.stages.init.stage as init_stage
 
     def oom(ctx) -> None:
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
@@ -260,7 +260,7 @@ def _unpickling_calls(source: str) -> list[str]:
 
 def test_weight_files_are_unpickled_in_one_guarded_place():
     found = {}
-    for folder in ("fitter", "guidance", "representations"):
+    for folder in ("common", "fitter", "guidance", "representations"):
         for path in sorted((REPO_ROOT / folder).rglob("*.py")):
             calls = _unpickling_calls(path.read_text())
             if calls:
@@ -282,7 +282,7 @@ def test_sigterm_outside_a_training_loop_stops_promptly(tmp_path):
 
 
 def test_an_internal_error_is_one_line_with_the_traceback_in_run_log(tmp_path, capsys, monkeypatch):
-    import fitter.stages.init as init_stage
+    import fitter.stages.init.stage as init_stage
 
     def broken(ctx) -> None:
         raise ValueError("a bug of ours")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from fitter import loop as loop_module
+from fitter.training import loop as loop_module
 from fitter.cli import main
 from fitter.config import REPO_ROOT, load_config
 from fitter.requirements import required_models

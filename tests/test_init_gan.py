@@ -14,11 +14,11 @@ from PIL import Image
 
 from fitter.config import load_config
 from fitter.context import RunContext
-from fitter.errors import ConfigError, MissingModelError
-from fitter.init_gan import _render, average_w, load_checkpoint_generator, pivotal_tuning, project_w, psnr, ramped_lr
+from common.errors import ConfigError, MissingModelError
+from fitter.stages.init.gan import _render, average_w, load_checkpoint_generator, pivotal_tuning, project_w, psnr, ramped_lr
 from fitter.requirements import required_models
-from fitter.sdf_grid import GridSDF
-from fitter.stages import init as init_stage
+from fitter.stages.init.sdf_grid import GridSDF
+from fitter.stages.init import stage as init_stage
 from guidance.panohead.camera import PANOHEAD_RADIUS, average_label, camera_label
 from guidance.panohead.convert import save_safetensors
 from guidance.panohead.errors import CheckpointError
@@ -190,7 +190,7 @@ def test_gan_inversion_init_writes_mesh_sdf_and_normal_views(tmp_path):
     assert [v["file"] for v in views] == ["000.png", "001.png", "002.png", "003.png"]
     image = np.asarray(Image.open(out / "normals" / "000.png"))
     assert image.shape == (48, 48, 3) and image.max() > 0 and image[0, 0].max() == 0
-    from fitter.geometry_init_views import load_init_views
+    from fitter.stages.geometry.init_views import load_init_views
     from representations.render import Rasterizer
 
     size = ctx.cfg.fit.geometry.render_size

@@ -16,15 +16,15 @@ from scipy.spatial import cKDTree
 from skimage.measure import marching_cubes
 
 from fitter.cli import main
-from fitter.errors import UserError
-from fitter.init_multiview import init_from_views
-from fitter.multiview.cameras import ORTHO_DISTANCE, view_camera
-from fitter.multiview.fit import FitSettings
-from fitter.multiview.loading import check_view_images, load_view_set, view_specs
-from fitter.multiview.presets import preset_angles
-from fitter.multiview.shading import render_coloured
-from fitter.multiview.texture import colours_near
-from fitter.multiview.views import ViewSpec
+from common.errors import UserError
+from fitter.stages.init.from_views import init_from_views
+from fitter.stages.init.multiview.cameras import ORTHO_DISTANCE, view_camera
+from fitter.stages.init.multiview.fit import FitSettings
+from fitter.stages.init.multiview.loading import check_view_images, load_view_set, view_specs
+from fitter.stages.init.multiview.presets import preset_angles
+from fitter.stages.init.multiview.shading import render_coloured
+from fitter.stages.init.multiview.texture import colours_near
+from fitter.stages.init.multiview.views import ViewSpec
 from representations.mesh import Mesh, read_mesh
 from representations.render import Rasterizer, render
 from tests.test_pipeline import EXAMPLE, PREVIEW, SMOKE

@@ -12,11 +12,11 @@ from PIL import Image
 from skimage import data
 
 from fitter.config import Config
-from fitter.errors import BadImageError, OutputError
-from fitter.intake import meshpoints as mpi
-from fitter.intake import run_intake, subject
-from fitter.intake.masking import neck_cut_row
-from fitter.intake.pose import canonical_landmarks, solve_head_pose
+from common.errors import BadImageError, OutputError
+from fitter.stages.intake import meshpoints as mpi
+from fitter.stages.intake import run_intake, subject
+from fitter.stages.intake.masking import neck_cut_row
+from fitter.stages.intake.pose import canonical_landmarks, solve_head_pose
 from representations.cameras import PANOHEAD_FOCAL, Camera
 
 FILES = ("image.png", "image_512.png", "mask.png", "landmarks.json", "camera.json", "identity.npz", "subject.json")

@@ -1,4 +1,4 @@
-"""The second opinion on MediaPipe's face (fitter/intake/face_check.py): real faces from installed
+"""The second opinion on MediaPipe's face (fitter/stages/intake/face_check.py): real faces from installed
 packages are confirmed by dlib's HOG detector (mirrored, rotated, small, turned up to 37 degrees),
 occluded faces only by its CNN detector (accepted with a warning), and a cat or a colour wheel, which
 MediaPipe takes for faces, are refused; the PnP-error warning."""
@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 
 from fitter.config import REPO_ROOT
-from fitter.errors import BadImageError
-from fitter.intake.analysis import PNP_WARNING_PX, _pnp_note
-from fitter.intake.detection import detect_faces
-from fitter.intake.face_check import check_human_face, occlusion_note
-from fitter.intake.pose import HeadPose
+from common.errors import BadImageError
+from fitter.stages.intake.analysis import PNP_WARNING_PX, _pnp_note
+from fitter.stages.intake.detection import detect_faces
+from fitter.stages.intake.face_check import check_human_face, occlusion_note
+from fitter.stages.intake.pose import HeadPose
 from tests.intake_photos import NOT_HUMAN, OCCLUDED_FACES, REAL_FACES, save, with_sunglasses
 
 

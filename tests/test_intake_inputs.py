@@ -20,11 +20,11 @@ from PIL import Image
 from skimage import data
 
 from fitter.config import Config, IntakeConfig
-from fitter.errors import BadImageError
-from fitter.intake import meshpoints as mpi
-from fitter.intake import run_intake
-from fitter.intake.detection import detect_faces
-from fitter.intake.loading import decode_image
+from common.errors import BadImageError
+from fitter.stages.intake import meshpoints as mpi
+from fitter.stages.intake import run_intake
+from fitter.stages.intake.detection import detect_faces
+from fitter.stages.intake.loading import decode_image
 
 ASTRONAUT = data.astronaut()
 

@@ -9,14 +9,14 @@ import pytest
 from skimage import data
 
 from fitter.config import Config
-from fitter.errors import MissingModelError
-from fitter.intake import dlib_embedding
-from fitter.intake.align import crop_transform, landmarks_in_crop
-from fitter.intake.detection import detect_faces
-from fitter.intake.identity import arcface_embedding, landmark_face_box
-from fitter.intake.masking import foreground_mask
-from fitter.intake.parsing import parsing_foreground
-from fitter.intake.warp import warp_image
+from common.errors import MissingModelError
+from fitter.stages.intake import dlib_embedding
+from fitter.stages.intake.align import crop_transform, landmarks_in_crop
+from fitter.stages.intake.detection import detect_faces
+from fitter.stages.intake.identity import arcface_embedding, landmark_face_box
+from fitter.stages.intake.masking import foreground_mask
+from fitter.stages.intake.parsing import parsing_foreground
+from fitter.stages.intake.warp import warp_image
 
 
 @pytest.fixture(scope="module")

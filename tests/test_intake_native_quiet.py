@@ -1,4 +1,4 @@
-"""MediaPipe/TFLite native log lines stay off the terminal (fitter/intake/native_quiet.py).
+"""MediaPipe/TFLite native log lines stay off the terminal (fitter/stages/intake/native_quiet.py).
 
 They are written to file descriptor 2 by native code, so only a subprocess that counts every stderr
 line (or capfd) sees them."""
@@ -14,7 +14,7 @@ import pytest
 from skimage import data
 
 from fitter.config import REPO_ROOT
-from fitter.intake.native_quiet import native_stderr_to_log
+from fitter.stages.intake.native_quiet import native_stderr_to_log
 from tests.intake_photos import save
 
 PREVIEW = str(REPO_ROOT / "configs" / "preview.yaml")

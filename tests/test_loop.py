@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from fitter.checkpoint import TrainState, load_checkpoint
+from fitter.training.checkpoint import TrainState, load_checkpoint
 from fitter.config import Config
 from fitter.context import RunContext, StopFlag
-from fitter.errors import DivergedError, StopRequested, UserError
-from fitter.loop import TrainLoop
+from common.errors import DivergedError, StopRequested, UserError
+from fitter.training.loop import TrainLoop
 
 
 def make_problem(seed: int = 0):

@@ -1,4 +1,4 @@
-"""init.kind=mesh (fitter/init_mesh.py): a user mesh is checked before heavy work, each problem one
+"""init.kind=mesh (fitter/stages/init/user_mesh.py): a user mesh is checked before heavy work, each problem one
 line; one over `init.max_mesh_faces` is decimated with a warning; a stop is never a user error."""
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ import pytest
 import torch
 import trimesh
 
-import fitter.init_mesh as init_mesh
+import fitter.stages.init.user_mesh as init_mesh
 from fitter.config import REPO_ROOT, InitConfig
-from fitter.errors import StopRequested, UserError
-from fitter.init_mesh import MAX_READ_FACES, check_encloses_volume, check_mesh_input, mesh_grid_sdf, user_mesh
-from fitter.sdf_grid import GridSDF
+from common.errors import StopRequested, UserError
+from fitter.stages.init.user_mesh import MAX_READ_FACES, check_encloses_volume, check_mesh_input, mesh_grid_sdf, user_mesh
+from fitter.stages.init.sdf_grid import GridSDF
 from representations.dmtet import mesh_signed_distance
 from representations.mesh import icosphere
 

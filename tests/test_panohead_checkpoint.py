@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from fitter.errors import MissingModelError
+from common.errors import MissingModelError
 from guidance.panohead import PanoHeadGenerator, UnsafePickleError, convert_checkpoint, generator_from_weights, load_generator, load_restricted, read_weights
 from guidance.panohead.camera import average_label
 from guidance.panohead.convert import save_safetensors
@@ -270,7 +270,7 @@ def test_unusable_outputs_are_refused_before_reading(tmp_path):
 
 
 def test_a_failed_write_leaves_no_partial_output(tmp_path, monkeypatch):
-    from representations import atomic
+    from common import atomic
 
     source = tmp_path / "src.pkl"
     source.write_bytes(pk.persistence_pickle())

@@ -14,7 +14,7 @@ import pytest
 import trimesh
 from PIL import Image
 
-from fitter import loop as loop_module
+from fitter.training import loop as loop_module
 from fitter.cli import main
 from fitter.config import REPO_ROOT
 from representations.cameras import EXPORT_AZIMUTHS, view_name
@@ -55,7 +55,7 @@ def test_outputs_exist_and_are_valid(smoke_run):
     assert sorted(p.name for p in (out / "views").glob("az*.png")) == sorted(
         f"{n}.png" for n in ("az+000_el+00", "az+030_el+00", "az-030_el+00", "az+060_el+00", "az-060_el+00",
                              "az+090_el+00", "az-090_el+00", "az+180_el+00"))
-    from fitter.video import read_mp4_frames
+    from fitter.stages.export.video import read_mp4_frames
 
     frames = read_mp4_frames(out / "turntable.mp4")
     assert len(frames) == 6 and frames[0].shape == (128, 128, 3)

@@ -13,8 +13,8 @@ import torch
 from PIL import Image
 
 from fitter.config import ModelsConfig, load_config
-from fitter.errors import MissingModelError
-from fitter.reference_maps import ensure_reference_maps, fingerprint, subject_mask
+from common.errors import MissingModelError
+from fitter.stages.reference.maps import ensure_reference_maps, fingerprint, subject_mask
 from guidance.models.tiny_builders import tiny_marigold_normals
 from tests import test_reference_maps as maps_tests
 from tests.test_cli import EXAMPLE, run_cli
@@ -52,7 +52,7 @@ def decode(folder: Path) -> np.ndarray:
 def test_tiny_marigold_loads_through_the_real_loader_and_predicts_unit_normals(marigold):
     from diffusers import DDIMScheduler, MarigoldNormalsPipeline
 
-    from fitter.reference_estimate_normals import _load_normal_estimator, estimate_normals
+    from fitter.stages.reference.estimate_normals import _load_normal_estimator, estimate_normals
 
     models = ModelsConfig(normal_estimator=str(marigold))
     pipe = _load_normal_estimator(models, CPU)
@@ -79,7 +79,7 @@ def test_pickle_only_marigold_is_refused_without_allow_pickle(tmp_path):
     from diffusers import MarigoldNormalsPipeline
     from safetensors.torch import load_file
 
-    from fitter.reference_estimate_normals import _load_normal_estimator
+    from fitter.stages.reference.estimate_normals import _load_normal_estimator
 
     unet = tiny_marigold_normals(tmp_path / "pickled") / "unet"
     weights = unet / "diffusion_pytorch_model.safetensors"
@@ -92,7 +92,7 @@ def test_pickle_only_marigold_is_refused_without_allow_pickle(tmp_path):
 
 
 def test_a_depth_marigold_in_the_normal_slot_is_refused(tmp_path, marigold):
-    from fitter.reference_estimate_normals import _load_normal_estimator
+    from fitter.stages.reference.estimate_normals import _load_normal_estimator
 
     folder = tmp_path / "depth-model"
     folder.mkdir()
@@ -175,7 +175,7 @@ class FakeMarigold:
 
 @pytest.mark.parametrize("convention, signs", [("opengl", (1.0, 1.0, 1.0)), ("opencv", (1.0, -1.0, -1.0))])
 def test_the_normal_convention_is_applied(subject, monkeypatch, convention, signs):
-    from fitter import reference_estimate_normals
+    from fitter.stages.reference import estimate_normals as reference_estimate_normals
 
     folder, record = subject
     truth = tilted_sphere_normals(32)
@@ -196,7 +196,7 @@ def test_the_normal_convention_is_applied(subject, monkeypatch, convention, sign
 
 
 def test_prediction_layouts_pt_and_np_give_the_same_normals():
-    from fitter.reference_estimate_normals import prediction_to_normals
+    from fitter.stages.reference.estimate_normals import prediction_to_normals
 
     truth = tilted_sphere_normals(16).astype(np.float32)
     as_pt = torch.from_numpy(truth).permute(2, 0, 1)[None]  # output_type "pt": (N, 3, H, W)

@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 
 from fitter.config import REPO_ROOT, load_config
-from fitter.intake import run_intake
-from fitter.reference_maps import ensure_reference_maps, subject_mask
+from fitter.stages.intake import run_intake
+from fitter.stages.reference.maps import ensure_reference_maps, subject_mask
 
 EXAMPLE = REPO_ROOT / "examples" / "astronaut.png"
 PREVIEW = REPO_ROOT / "configs" / "preview.yaml"
@@ -51,7 +51,7 @@ def read_maps(folder: Path, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarr
 def assert_reused_then_redone(cfg, changed, subject: tuple[Path, dict], monkeypatch) -> list[int]:
     """After a first ``ensure_reference_maps(cfg)``: a rerun reuses normal.png, ``changed`` remakes it.
     Returns the list that records each `produce_maps` call from here on."""
-    from fitter import reference_maps
+    from fitter.stages.reference import maps as reference_maps
 
     folder, record = subject
     first = (folder / "normal.png").read_bytes()

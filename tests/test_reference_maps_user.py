@@ -12,10 +12,10 @@ from PIL import Image
 from scipy.ndimage import binary_dilation
 
 from fitter.cli import main
-from fitter.intake.meshpoints import NOSE_TIP
-from fitter.intake.warp import apply
-from fitter.reference_maps import ensure_reference_maps, subject_mask
-from fitter.reference_user import check_user_maps, crop_matrix
+from fitter.stages.intake.meshpoints import NOSE_TIP
+from fitter.stages.intake.warp import apply
+from fitter.stages.reference.maps import ensure_reference_maps, subject_mask
+from fitter.stages.reference.user import check_user_maps, crop_matrix
 from tests.test_reference_maps import CPU, EXAMPLE, PREVIEW, config, intake_dir, subject  # noqa: F401 (fixtures)
 
 SIZE = 128
@@ -137,8 +137,8 @@ def sphere_normals(shape: tuple[int, int], centre: np.ndarray, radius: float) ->
 
 def test_a_rolled_crop_turns_the_normals_with_the_image():
     """A sphere's normal map stays a sphere's normal map under any in-plane rotation of the crop."""
-    from fitter.intake.warp import similarity
-    from fitter.reference_user import warp_user_maps
+    from fitter.stages.intake.warp import similarity
+    from fitter.stages.reference.user import warp_user_maps
 
     h, w = 300, 400
     centre, radius = np.array([210.0, 140.0]), 90.0

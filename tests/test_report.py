@@ -21,7 +21,7 @@ from PIL import Image
 
 from fitter.cli import main
 from fitter.config import REPO_ROOT
-from fitter.report.viewer import npm_cache_dir
+from fitter.stages.export.report.viewer import npm_cache_dir
 from representations.cameras import EVAL_VIEWS
 from tests.test_pipeline import SMOKE
 
@@ -104,7 +104,7 @@ def test_report_in_headless_chromium(run_dir, tmp_path):
 
 def test_report_without_viewer_says_so(run_dir, tmp_path, monkeypatch):
     from fitter.config import load_config
-    from fitter.report import write_report
+    from fitter.stages.export.report import write_report
 
     monkeypatch.setenv("HEADFIT_NPM_CACHE", str(tmp_path / "empty-cache"))
     out = tmp_path / "run"

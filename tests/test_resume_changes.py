@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fitter import loop as loop_module
+from fitter.training import loop as loop_module
 from fitter.cli import main
 from representations.mesh import read_mesh
 from tests.test_pipeline import EXAMPLE, PREVIEW, SMOKE

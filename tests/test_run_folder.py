@@ -17,7 +17,7 @@ from PIL import Image
 
 from fitter.cli import main
 from fitter.config import REPO_ROOT
-from fitter.errors import OutputError
+from common.errors import OutputError
 from fitter.outdir import LOCK, MANIFEST, RunFolder
 from tests.corpus import snapshot
 from tests.test_pipeline import EXAMPLE, PREVIEW, SMOKE
@@ -75,7 +75,7 @@ def test_the_guard_refuses_to_overwrite_files_it_did_not_write(tmp_path):
     out = tmp_path / "run"
     with RunFolder(out) as folder:
         folder.stage = "export"
-        from representations import atomic
+        from common import atomic
 
         atomic.write_text(out / "head.mtl", "ours")
         (out / "views").mkdir()
@@ -93,7 +93,7 @@ def test_remove_stages_deletes_only_listed_files_inside_out(tmp_path):
     outside = tmp_path / "precious.txt"
     outside.write_text("keep")
     with RunFolder(out) as folder:
-        from representations import atomic
+        from common import atomic
 
         folder.stage = "geometry"
         atomic.write_text(out / "geometry" / "mesh.ply", "x")
@@ -112,7 +112,7 @@ def test_remove_stages_deletes_only_listed_files_inside_out(tmp_path):
 def test_the_photo_may_not_be_one_of_the_outputs(tmp_path, capsys):
     out = tmp_path / "run"
     with RunFolder(out) as folder:
-        from representations import atomic
+        from common import atomic
 
         folder.stage = "export"
         atomic.write_bytes(out / "head.png", EXAMPLE_BYTES())

@@ -11,13 +11,13 @@ import torch
 
 from fitter.config import Config
 from fitter.context import RunContext
-from fitter.errors import StopRequested
-from fitter.loop import TrainLoop
-from fitter.checkpoint import TrainState
-from fitter.texture_diffusion_losses import StructureLoss
-from fitter.texture_inpaint import InpaintSettings, InpaintView, progressive_inpaint, render_view
-from fitter.texture_projection import dilate_into_gutters
-from fitter.texture_refine import Reference, RefineSettings, RefineStep, TextureLogits
+from common.errors import StopRequested
+from fitter.training.loop import TrainLoop
+from fitter.training.checkpoint import TrainState
+from fitter.stages.texture.refine_losses import StructureLoss
+from fitter.stages.texture.inpaint import InpaintSettings, InpaintView, progressive_inpaint, render_view
+from fitter.stages.texture.projection import dilate_into_gutters
+from fitter.stages.texture.refine import Reference, RefineSettings, RefineStep, TextureLogits
 from guidance.inpaint import BlendedInpainter, InpaintConfig, ddim_timesteps
 from guidance.sdedit import GuidedPrior, PriorConfig, sdedit_target
 from representations.cameras import Camera, OrbitView

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from fitter.sdf_grid import GridSDF
-from fitter.stages.init import grid_to_mesh
-from fitter.template_head import TemplateHead
-from fitter.texture_inpaint import trajectory_coverage, visible_texels
+from fitter.stages.init.sdf_grid import GridSDF
+from fitter.stages.init.stage import grid_to_mesh
+from fitter.stages.init.template_head import TemplateHead
+from fitter.stages.texture.inpaint import trajectory_coverage, visible_texels
 from representations.cameras import OrbitView, inpainting_trajectory
 from representations.mesh import UnwrapOptions, unwrap_uv
 from representations.render import texel_surface

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from fitter.errors import MissingModelError
-from fitter.texture_diffusion_sr import resize_valid, upscale_texture
+from common.errors import MissingModelError
+from fitter.stages.texture.super_resolution import resize_valid, upscale_texture
 from guidance.denoiser import SDDenoiser
 from guidance.inpaint import BlendedInpainter, InpaintConfig, MaskConditionedUNet
 from guidance.sdedit import GuidedPrior, PriorConfig

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from fitter.config import TextureConfig
-from fitter.stages.texture import projection_texture
-from fitter.texture_projection import dilate_into_gutters
+from fitter.stages.texture.stage import projection_texture
+from fitter.stages.texture.projection import dilate_into_gutters
 from representations.cameras import Camera
 from representations.mesh import icosphere, unwrap_uv, UnwrapOptions
 from representations.render import render

@@ -21,7 +21,7 @@ pose (PnP) is solved against is derived here from a near-frontal photo, `skimage
    about 8 cm in front of the middle of the head's front-to-back length.
 
 Run: /work/venv/bin/python tools/derive_canonical_landmarks.py  (writes
-fitter/intake/canonical_landmarks.npy, 478x3 float32, and prints a summary).
+fitter/stages/intake/canonical_landmarks.npy, 478x3 float32, and prints a summary).
 """
 
 from __future__ import annotations
@@ -35,10 +35,10 @@ from scipy.optimize import linear_sum_assignment
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from fitter.intake import meshpoints as mpi  # noqa: E402
-from fitter.intake.detection import detect_faces  # noqa: E402
-from fitter.intake.pose import CANONICAL_PATH  # noqa: E402
-from representations.atomic import write_bytes  # noqa: E402
+from fitter.stages.intake import meshpoints as mpi  # noqa: E402
+from fitter.stages.intake.detection import detect_faces  # noqa: E402
+from fitter.stages.intake.pose import CANONICAL_PATH  # noqa: E402
+from common.atomic import write_bytes  # noqa: E402
 
 PUPIL_DISTANCE = 0.5
 CENTRE_BEHIND_EYES = 1.3  # in pupil distances

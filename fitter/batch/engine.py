@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Optional, Protocol, Sequence
 
 from fitter.batch.task import OnResult, SubjectTask
-from fitter.errors import UserError
+from common.errors import UserError
 
 ENGINES = ("local", "ray", "submitit")
 

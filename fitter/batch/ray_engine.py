@@ -20,7 +20,7 @@ import logging
 from typing import Optional, Sequence
 
 from fitter.batch.task import OnResult, SubjectTask, lost_task, run_subject
-from fitter.errors import UserError
+from common.errors import UserError
 
 log = logging.getLogger("headfit")
 CANCEL_GRACE_S = 150.0

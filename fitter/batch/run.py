@@ -15,7 +15,7 @@ from fitter.batch.summary import read_metrics, write_summary
 from fitter.batch.task import DONE, PENDING, SKIPPED, STOPPED, SubjectResult, SubjectTask, log_path_for
 from fitter.config import Config, to_yaml
 from fitter.outdir import RunFolder
-from representations import atomic
+from common import atomic
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import enum
 import json
 from pathlib import Path
 
-from fitter.digests import file_sha256
+from common.digests import file_sha256
 
 
 class Plan(enum.Enum):

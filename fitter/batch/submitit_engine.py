@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from fitter.batch.task import OnResult, SubjectTask, lost_task, run_subject
-from fitter.errors import UserError
+from common.errors import UserError
 
 POLL_S = 0.5
 log = logging.getLogger("headfit")

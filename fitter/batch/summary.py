@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Optional
 
 from fitter.batch.task import SubjectResult
-from representations import atomic
+from common import atomic
 
 CSV_COLUMNS = ("stem", "status", "attempts", "wall_s", "resumed", "psnr_db", "ssim", "identity_front",
                "identity_mean", "faces", "reason", "image", "out")

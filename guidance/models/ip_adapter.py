@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from fitter.errors import MissingModelError
+from common.errors import MissingModelError
 from guidance.models.loading import PICKLE_SUFFIXES
 from guidance.weights import read_weight_file
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from fitter.errors import MissingModelError
+from common.errors import MissingModelError
 from guidance.models.sources import LoadOptions, Resolved, missing
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")

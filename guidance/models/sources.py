@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from fitter.config import ModelsConfig
-from fitter.errors import MissingModelError
+from common.errors import MissingModelError
 from guidance.registry import ModelSpec, _looks_like_hub_id, locate
 
 # field -> (role, probe file that shows the model is present)

@@ -24,7 +24,7 @@ from guidance.panohead.errors import CheckpointError, OutputLocationError
 from guidance.panohead.pickle_vm import LIMITS, PickleLimits
 from guidance.panohead.unpickle import NetworkWeights, extract_network, load_restricted
 from guidance.weights import read_safetensors, read_safetensors_metadata
-from representations import atomic
+from common import atomic
 
 FORMAT = "headfit-panohead-1"
 OUT_SUFFIX = ".safetensors"

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fitter.errors import MissingModelError
+from common.errors import MissingModelError
 from guidance.weights import load_state_dict
 
 log = logging.getLogger("headfit")

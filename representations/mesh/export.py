@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import trimesh
 
-from representations.atomic import atomic_path, write_with
+from common.atomic import atomic_path, write_with
 
 from .convert import mesh_to_trimesh
 from .core import Mesh

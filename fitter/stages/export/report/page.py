@@ -1,0 +1,66 @@
+"""Building the report's HTML from what a run wrote."""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import html
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+from fitter.stages.export.report.template import NO_VIEWER, PAGE, VIEWER
+
+
+def figure(src: str, caption: str, width: Optional[int] = None) -> str:
+    size = f' width="{width}"' if width else ""
+    return f'<figure><img src="{html.escape(src)}" alt="{html.escape(caption)}"{size}><figcaption>{html.escape(caption)}</figcaption></figure>'
+
+
+def glb_data_uri(glb: Path) -> str:
+    """The GLB inline: browsers refuse to fetch file:// URLs, so a report opened from disk could
+    not load `head.glb` by path."""
+    return "data:model/gltf-binary;base64," + base64.b64encode(glb.read_bytes()).decode("ascii")
+
+
+def viewer_html(out: Path, viewer_problem: Optional[str]) -> tuple[str, str]:
+    """(script tag for <head>, viewer element or the notice that it is missing)."""
+    if viewer_problem:
+        return "", NO_VIEWER.substitute(reason=html.escape(viewer_problem))
+    script = '<script src="report/model-viewer.min.js"></script>'
+    return script, VIEWER.substitute(src=glb_data_uri(out / "head.glb"))
+
+
+def flatten(node: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    if isinstance(node, dict):
+        return [row for key, value in node.items() for row in flatten(value, f"{prefix}.{key}" if prefix else str(key))]
+    return [(prefix, node)]
+
+
+def metrics_table(metrics: dict) -> str:
+    rows = []
+    for key, value in flatten(metrics):
+        if isinstance(value, float):
+            text, cls = f"{value:.4g}", ' class="num"'
+        else:
+            text, cls = ("n/a" if value is None else json.dumps(value) if isinstance(value, list) else str(value)), ""
+        rows.append(f"<tr><td>{html.escape(key)}</td><td{cls}>{html.escape(text)}</td></tr>")
+    return "<table><tr><th>metric</th><th>value</th></tr>" + "".join(rows) + "</table>"
+
+
+def build_page(out: Path, *, eval_views: dict[str, str], export_views: list[str], curves: list[str],
+               viewer_problem: Optional[str], turntable_size: int) -> str:
+    """The whole page; image paths are relative to OUT."""
+    script, viewer = viewer_html(out, viewer_problem)
+    eval_figs = [figure("subject/image_512.png", "input photo", 256)] + [figure(src, name.replace("_", "-"), 256) for name, src in eval_views.items()]
+    metrics = json.loads((out / "metrics.json").read_text()) if (out / "metrics.json").is_file() else {}
+    config = (out / "config.yaml").read_text() if (out / "config.yaml").is_file() else "(config.yaml missing)"
+    return PAGE.substitute(
+        title=html.escape(out.name), written=datetime.datetime.now().isoformat(timespec="seconds"),
+        viewer_script=script, viewer=viewer, turntable_size=turntable_size,
+        eval_views="".join(eval_figs),
+        export_views="".join(figure(src, Path(src).stem, 160) for src in export_views),
+        curves="".join(figure(src, Path(src).stem) for src in curves) or "<p>No training histories in this run.</p>",
+        metrics=metrics_table(metrics) if metrics else "<p>metrics.json missing.</p>",
+        config=html.escape(config),
+    )

@@ -1,0 +1,84 @@
+"""Stage `export`: the deliverables in OUT.
+
+Reads `texture/head.obj` and `subject/`; writes `head.glb`, `head.obj` + `head.mtl` + `head.png`,
+`views/az{+000}_el{+00}.png`, `turntable.mp4` and `metrics.json` (per-stage wall time,
+reference-view PSNR/SSIM inside the mask, dlib identity distance of every view to the input), and
+last `report.html` (`fitter/stages/export/report`) unless export.report=false.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from fitter.config import STAGES, ExportConfig
+from fitter.context import RunContext
+from fitter.evaluate.metrics import identity_distance, psnr_masked, ssim_masked
+from fitter.stages.export.report import write_report
+from fitter.stages.export.video import write_mp4
+from fitter.stages.export.views import render_rgb, to_uint8, write_views
+from common import atomic
+from representations.cameras import Camera, turntable
+from representations.mesh import Mesh, read_mesh, save_glb, save_obj
+
+log = logging.getLogger("headfit")
+
+
+def run(ctx: RunContext) -> None:
+    cfg = ctx.cfg.export
+    mesh = read_mesh(ctx.out / "texture" / "head.obj")
+    save_glb(mesh, ctx.out / "head.glb")
+    save_obj(mesh, ctx.out / "head.obj")
+    views = write_views(mesh, cfg, ctx.out / "views")
+    write_mp4(ctx.out / "turntable.mp4", turntable_frames(mesh, cfg), fps=cfg.turntable_fps)
+    metrics = {
+        "stage_wall_s": stage_times(ctx.out),
+        "reference": reference_metrics(mesh, ctx),
+        "identity": identity_metrics(views, ctx),
+        "mesh": {"vertices": mesh.num_verts, "faces": mesh.num_faces, "texture": list(mesh.texture.shape[:2])},
+    }
+    atomic.write_json(ctx.out / "metrics.json", metrics)
+    ref = metrics["reference"]
+    log.info("export: reference PSNR %.2f dB, SSIM %.3f (in mask)", ref["psnr_db"], ref["ssim"])
+    if cfg.report:
+        write_report(ctx.out, ctx.cfg, mesh)
+
+
+def turntable_frames(mesh: Mesh, cfg: ExportConfig):
+    for view in turntable(cfg.turntable_frames, cfg.turntable_elevation_deg, cfg.view_radius, cfg.view_fov_deg):
+        yield to_uint8(render_rgb(mesh, view.camera(cfg.turntable_size)))
+
+
+def stage_times(out: Path) -> dict[str, float]:
+    times = {}
+    subject = json.loads((out / "subject" / "subject.json").read_text())
+    timings = subject.get("timings_s", {})
+    if timings:
+        times["intake"] = float(timings.get("total", sum(timings.values())))
+    for stage in STAGES[1:-1]:
+        marker = out / stage / "done.json"
+        if marker.is_file():
+            times[stage] = json.loads(marker.read_text())["wall_s"]
+    return times
+
+
+def reference_metrics(mesh: Mesh, ctx: RunContext) -> dict[str, float]:
+    """PSNR/SSIM between the photo and the head rendered at the reference camera, inside the mask."""
+    photo = np.asarray(Image.open(ctx.subject_dir / "image_512.png").convert("RGB"), dtype=np.float32) / 255.0
+    mask = np.asarray(Image.open(ctx.subject_dir / "mask.png").convert("L").resize(photo.shape[1::-1], Image.BILINEAR), dtype=np.float32) / 255.0
+    camera = Camera.from_dict(ctx.read_json("subject/camera.json")).resized(photo.shape[1], photo.shape[0])
+    rendered = render_rgb(mesh, camera, background=(0.0, 0.0, 0.0)).astype(np.float32)
+    atomic.write_png(ctx.out / "views" / "reference.png", to_uint8(rendered))
+    return {"psnr_db": psnr_masked(rendered, photo, mask), "ssim": ssim_masked(rendered, photo, mask)}
+
+
+def identity_metrics(views: dict[str, np.ndarray], ctx: RunContext) -> dict[str, float | None]:
+    """dlib distance between the input's embedding and each view (None: no face found there)."""
+    from fitter.stages.intake import dlib_embedding
+
+    reference = np.load(ctx.subject_dir / "identity.npz")["dlib"]
+    return {name: identity_distance(reference, dlib_embedding(image)) for name, image in views.items()}
