@@ -65,7 +65,7 @@ def atomic_path(path: str | os.PathLike, guarded: bool = True) -> Iterator[Path]
             tmp_path.unlink()
 
 
-def write_bytes(path: str | os.PathLike, data: bytes, guarded: bool = True) -> None:
+def write_bytes(path: str | os.PathLike, data: bytes | bytearray | memoryview, guarded: bool = True) -> None:
     with atomic_path(path, guarded) as tmp:
         tmp.write_bytes(data)
 
@@ -105,7 +105,7 @@ def write_torch(path: str | os.PathLike, obj: Any) -> None:
     write_bytes(path, buffer.getbuffer())
 
 
-def write_with(path: str | os.PathLike, writer: Callable[[Path], None]) -> None:
+def write_with(path: str | os.PathLike, writer: Callable[[Path], object]) -> None:
     """Atomically produce `path` with a function that writes to a given (temporary) path."""
     with atomic_path(path) as tmp:
         writer(tmp)

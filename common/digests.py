@@ -7,12 +7,9 @@ from pathlib import Path
 
 
 def file_sha256(path: str | Path) -> str | None:
-    """Hex sha256 of a file's bytes, read in 1 MiB blocks; None when it cannot be read (absent)."""
-    digest = hashlib.sha256()
+    """Hex sha256 of a file's bytes; None when it cannot be read (absent, a folder, no permission)."""
     try:
         with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
+            return hashlib.file_digest(f, "sha256").hexdigest()
     except OSError:
         return None
-    return digest.hexdigest()

@@ -20,6 +20,21 @@ class ConfigError(UserError):
     """The config has an unknown key, a wrong type or an out-of-range value."""
 
 
+class SettingError(ConfigError, ValueError):
+    """A settings dataclass refused a value in its `__post_init__` (see `require`). `key` is the field's name in
+    that dataclass; `fitter.config.load_config` reports it under the section's path (e.g. `fit.geometry.isd.`)."""
+
+    def __init__(self, key: str, why: str):
+        self.key, self.why = key, why
+        super().__init__(f"{key} {why}")
+
+
+def require(ok: bool, key: str, why: str) -> None:
+    """A range check of a settings dataclass: `SettingError` "<key> <why>" unless ``ok``."""
+    if not ok:
+        raise SettingError(key, why)
+
+
 class MissingModelError(UserError):
     """A model the config needs is not present locally."""
 

@@ -9,14 +9,24 @@ import os
 import sys
 import traceback
 from pathlib import Path
-from typing import NoReturn, Optional, Sequence
+from typing import Any, NoReturn, Optional, Sequence
 
-from fitter.config import DEFAULT_CONFIG, REPO_ROOT, STAGES, Config, load_config, validate
 from common.errors import MissingModelError, OutputError, StopRequested, UserError
+from fitter.batch import BatchOptions, run_batch
+from fitter.batch.task import DONE, REFUSED, SKIPPED
+from fitter.config import DEFAULT_CONFIG, REPO_ROOT, STAGES, Config, load_config, validate
+from fitter.evaluate.protocol import check_run, evaluate_run, write_summary
 from fitter.logs import setup_terminal
+from fitter.outdir import RunFolder, check_writable
+from fitter.pipeline import Pipeline
+from fitter.requirements import check_models
+from fitter.stages.export.report.viewer import MODEL_VIEWER_VERSION, PACKAGE, install_viewer
+from guidance.panohead.convert import convert_checkpoint
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USER, EXIT_STOPPED = 0, 1, 2, 130
-SUBCOMMANDS = ("check-models", "eval", "batch", "convert-panohead")
+FIT = "fit"
+"""The command a command line without a command name runs (`run.py --image ...`)."""
+SUBCOMMANDS = ("check-models", "eval", "batch", "convert-panohead", "install-viewer")
 PREVIEW_HINT = "python run.py --image PHOTO --config configs/preview.yaml"
 
 
@@ -25,10 +35,28 @@ class UsageError(UserError):
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse that raises a one-line UsageError instead of printing usage and exiting."""
+    """argparse that raises a one-line UsageError instead of printing usage and exiting. An
+    `intermixed` command's parser takes options and positionals in any order (overrides anywhere)."""
+
+    def __init__(self, *args: Any, intermixed: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.intermixed = intermixed
+        self._parsing_intermixed = False
 
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{message} (see --help)")
+
+    def parse_known_args(self, args: Optional[Sequence[str]] = None,  # type: ignore[override]
+                         namespace: Optional[argparse.Namespace] = None) -> tuple[argparse.Namespace, list[str]]:
+        # The subparsers action calls this on the command's parser; argparse's intermixed parsing
+        # calls it back (twice) for the plain passes.
+        if not self.intermixed or self._parsing_intermixed:
+            return super().parse_known_args(args, namespace)
+        self._parsing_intermixed = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._parsing_intermixed = False
 
 
 def path_arg(text: str) -> Path:
@@ -38,9 +66,11 @@ def path_arg(text: str) -> Path:
     return Path(text)
 
 
-def fit_parser() -> argparse.ArgumentParser:
-    p = _Parser(
+def add_fit(commands: Any) -> None:
+    p = commands.add_parser(
+        FIT,
         prog="run.py",
+        intermixed=True,
         description="Fit a textured 3D head to one portrait photo. "
         f"Stages: {', '.join(STAGES)}. Other commands: {', '.join(SUBCOMMANDS)} (run.py COMMAND --help).",
         epilog="Overrides are key.path=value pairs on the typed config, e.g. fit.geometry.lambda_isd=0 "
@@ -58,7 +88,7 @@ def fit_parser() -> argparse.ArgumentParser:
     p.add_argument("--depth", type=path_arg, default=None, help="reference depth map aligned with the photo (same size; grey, "
                    "larger = farther); sets reference.source=user")
     p.add_argument("overrides", nargs="*", metavar="key.path=value", help="config overrides")
-    return p
+    p.set_defaults(run=cmd_fit)
 
 
 def apply_reference_options(cfg: Config, normal: Optional[Path], depth: Optional[Path]) -> None:
@@ -73,39 +103,34 @@ def apply_reference_options(cfg: Config, normal: Optional[Path], depth: Optional
     validate(cfg)
 
 
-def check_models_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="run.py check-models", description="List every model the config needs, found or missing, and where it looked.")
+def add_check_models(commands: Any) -> None:
+    p = commands.add_parser("check-models", prog="run.py check-models", intermixed=True,
+                            description="List every model the config needs, found or missing, and where it looked.")
     p.add_argument("--config", type=path_arg, default=DEFAULT_CONFIG)
     p.add_argument("overrides", nargs="*", metavar="key.path=value")
-    return p
+    p.set_defaults(run=cmd_check_models)
 
 
-def eval_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="run.py eval", description="Evaluate finished runs: identity, CLIP-I and LPIPS over the five evaluation "
-                "views, PSNR/SSIM at the reference view. Writes RUN_DIR/eval.json and eval_summary.csv/.md.")
+def add_eval(commands: Any) -> None:
+    p = commands.add_parser("eval", prog="run.py eval", intermixed=True,
+                            description="Evaluate finished runs: identity, CLIP-I and LPIPS over the five evaluation "
+                            "views, PSNR/SSIM at the reference view. Writes RUN_DIR/eval.json and eval_summary.csv/.md.")
     p.add_argument("items", nargs="+", metavar="RUN_DIR|key.path=value", help="run folders, then optional config overrides (e.g. models.clip=DIR)")
     p.add_argument("--config", type=path_arg, default=None, help="config for the metric models (default: each run's config.yaml)")
     p.add_argument("--out", type=path_arg, default=None, help="folder for eval_summary.csv/.md (default: the first run's parent)")
-    return p
+    p.set_defaults(run=cmd_eval)
 
 
 def evaluate_in(run: Path, cfg: Config) -> dict:
     """Evaluate a finished run inside its run folder: locked (not while a fit writes it), and what
     eval writes (eval.json, eval/) joins its manifest, to be removed when a stage is redone."""
-    from fitter.evaluate.protocol import check_run, evaluate_run
-    from fitter.outdir import RunFolder
-
     check_run(run)
     with RunFolder(run) as folder:
         folder.stage = "eval"
         return evaluate_run(run, cfg)
 
 
-def cmd_eval(argv: Sequence[str]) -> int:
-    from fitter.evaluate.protocol import write_summary
-    from fitter.outdir import check_writable
-
-    args = eval_parser().parse_intermixed_args(argv)
+def cmd_eval(args: argparse.Namespace) -> int:
     overrides = [item for item in args.items if "=" in item]
     runs = [Path(item) for item in args.items if "=" not in item]
     if not runs:
@@ -120,11 +145,12 @@ def cmd_eval(argv: Sequence[str]) -> int:
     return EXIT_OK
 
 
-def batch_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="run.py batch", description="Fit every photo in a folder (or listed in a text file, one path a line) "
-                "into ROOT/<stem>/ as a single run would; complete subjects are skipped, partial ones resumed; "
-                "ROOT/summary.csv and summary.json hold status, time and metrics per subject.",
-                epilog="Exit codes: 0 every subject done, 2 bad options or some photos refused, 1 some fits failed, 130 stopped.")
+def add_batch(commands: Any) -> None:
+    p = commands.add_parser("batch", prog="run.py batch", intermixed=True,
+                            description="Fit every photo in a folder (or listed in a text file, one path a line) "
+                            "into ROOT/<stem>/ as a single run would; complete subjects are skipped, partial ones resumed; "
+                            "ROOT/summary.csv and summary.json hold status, time and metrics per subject.",
+                            epilog="Exit codes: 0 every subject done, 2 bad options or some photos refused, 1 some fits failed, 130 stopped.")
     p.add_argument("--images", required=True, type=path_arg, help="a folder of photos, or a text file with one path per line")
     p.add_argument("--out", required=True, type=path_arg, help="ROOT: each subject goes to ROOT/<photo stem>/")
     p.add_argument("--config", type=path_arg, default=DEFAULT_CONFIG)
@@ -139,21 +165,18 @@ def batch_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout-min", type=int, default=240, help="submitit: time limit per job")
     p.add_argument("--slurm-partition", default=None, help="submitit: SLURM partition")
     p.add_argument("overrides", nargs="*", metavar="key.path=value", help="config overrides for every fit")
-    return p
+    p.set_defaults(run=cmd_batch)
 
 
-def convert_panohead_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="run.py convert-panohead",
-                description="Convert the official PanoHead network pickle to safetensors without running its code.")
+def add_convert_panohead(commands: Any) -> None:
+    p = commands.add_parser("convert-panohead", prog="run.py convert-panohead",
+                            description="Convert the official PanoHead network pickle to safetensors without running its code.")
     p.add_argument("checkpoint", type=path_arg, help="the official .pkl (e.g. easy-khair-180-gpc0.8-trans10-025000.pkl)")
     p.add_argument("out", type=path_arg, help="the .safetensors file to write (atomically; never the source)")
-    return p
+    p.set_defaults(run=cmd_convert_panohead)
 
 
-def cmd_convert_panohead(argv: Sequence[str]) -> int:
-    from guidance.panohead.convert import convert_checkpoint
-
-    args = convert_panohead_parser().parse_args(argv)
+def cmd_convert_panohead(args: argparse.Namespace) -> int:
     try:
         weights = convert_checkpoint(args.checkpoint, args.out)
     except (FileNotFoundError, ValueError) as exc:
@@ -162,9 +185,22 @@ def cmd_convert_panohead(argv: Sequence[str]) -> int:
     return EXIT_OK
 
 
-def missing_models_message(cfg_path: Path, cfg: Config) -> Optional[str]:
-    from fitter.requirements import check_models
+def add_install_viewer(commands: Any) -> None:
+    p = commands.add_parser("install-viewer", prog="run.py install-viewer",
+                            description=f"Install the report's interactive 3D viewer ({PACKAGE}@{MODEL_VIEWER_VERSION}) once: "
+                            "npm fetches it into .cache/npm (or $HEADFIT_NPM_CACHE) and the bundle is copied into the "
+                            "package's fitter/stages/export/report/vendor/. Fits never run npm; without the bundle a "
+                            "report says so and shows no 3D viewer.")
+    p.set_defaults(run=cmd_install_viewer)
 
+
+def cmd_install_viewer(args: argparse.Namespace) -> int:
+    path, installed = install_viewer()
+    print(f"{'installed' if installed else 'already installed'}: {PACKAGE}@{MODEL_VIEWER_VERSION} in {path}")
+    return EXIT_OK
+
+
+def missing_models_message(cfg_path: Path, cfg: Config) -> Optional[str]:
     missing = [loc for loc in check_models(cfg) if not loc.ok]
     if not missing:
         return None
@@ -175,10 +211,7 @@ def missing_models_message(cfg_path: Path, cfg: Config) -> Optional[str]:
     )
 
 
-def cmd_check_models(argv: Sequence[str]) -> int:
-    from fitter.requirements import check_models
-
-    args = check_models_parser().parse_intermixed_args(argv)
+def cmd_check_models(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
     locations = check_models(cfg)
     if not locations:
@@ -199,11 +232,7 @@ def user_inputs(args: argparse.Namespace, cfg: Config) -> list[Path]:
     return files
 
 
-def cmd_fit(argv: Sequence[str]) -> int:
-    from fitter.outdir import RunFolder
-    from fitter.pipeline import Pipeline
-
-    args = fit_parser().parse_intermixed_args(argv)
+def cmd_fit(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
     apply_reference_options(cfg, args.normal, args.depth)
     message = missing_models_message(args.config, cfg)
@@ -215,12 +244,7 @@ def cmd_fit(argv: Sequence[str]) -> int:
     return EXIT_OK
 
 
-def cmd_batch(argv: Sequence[str]) -> int:
-    from fitter.batch import BatchOptions, run_batch
-    from fitter.batch.task import DONE, REFUSED, SKIPPED
-    from fitter.outdir import RunFolder
-
-    args = batch_parser().parse_intermixed_args(argv)
+def cmd_batch(args: argparse.Namespace) -> int:
     if args.retries < 0 or (args.gpus_per_fit or 0) < 0 or args.cpus_per_fit < 1 or args.timeout_min < 1:
         raise UsageError("--retries and --gpus-per-fit must be >= 0, --cpus-per-fit and --timeout-min >= 1")
     cfg = load_config(args.config, args.overrides)
@@ -258,7 +282,7 @@ def _os_error_as_user_error(exc: OSError) -> Optional[UserError]:
 
 
 MEMORY_KNOBS = ("fit.geometry.render_size", "fit.geometry.grid_resolution", "fit.geometry.narrow_band",
-                "fit.geometry.hash_log2_table", "fit.geometry.sample_points", "fit.texture.resolution", "export.view_size")
+                "fit.geometry.hashgrid.log2_table", "fit.geometry.sample_points", "fit.texture.resolution", "export.view_size")
 
 
 def torch_out_of_memory() -> type[BaseException]:
@@ -277,19 +301,28 @@ def out_of_memory_message(exc: BaseException) -> str:
             "finished stages): " + ", ".join(MEMORY_KNOBS) + "; or use run.device=cpu")
 
 
+def command_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="run.py")
+    commands = parser.add_subparsers(dest="command", required=True)
+    for add in (add_fit, add_check_models, add_eval, add_batch, add_convert_panohead, add_install_viewer):
+        add(commands)
+    return parser
+
+
+def parse_command(argv: Sequence[str]) -> argparse.Namespace:
+    """The command's arguments; a command line that does not start with a command's name is a fit."""
+    argv = list(argv)
+    if not argv or argv[0] not in (FIT, *SUBCOMMANDS):
+        argv.insert(0, FIT)
+    return command_parser().parse_args(argv)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     setup_terminal()
     try:
-        if argv and argv[0] == "check-models":
-            return cmd_check_models(argv[1:])
-        if argv and argv[0] == "eval":
-            return cmd_eval(argv[1:])
-        if argv and argv[0] == "convert-panohead":
-            return cmd_convert_panohead(argv[1:])
-        if argv and argv[0] == "batch":
-            return cmd_batch(argv[1:])
-        return cmd_fit(argv)
+        args = parse_command(argv)
+        return args.run(args)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

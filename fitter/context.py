@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import signal
 import threading
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
 import torch
 
-from fitter.config import Config
 from common.errors import ConfigError, StopRequested
+from fitter.config import Config
+from fitter.subject import Subject
 
 log = logging.getLogger("headfit")
 
@@ -77,6 +78,8 @@ class RunContext:
     resume: bool = False
     """Whether the running stage continues from its checkpoints (set per stage by the pipeline)."""
     stage_hash: Optional[str] = None
+    image: Optional[Path] = None
+    """The user's photo (the intake reads it; the reference stage checks user maps against its size)."""
     """The running stage's chained hash; every checkpoint carries it and a mismatch is never loaded."""
     stop: StopFlag = field(default_factory=StopFlag)
     tensorboard: Optional[Any] = None
@@ -85,13 +88,15 @@ class RunContext:
     def subject_dir(self) -> Path:
         return self.out / "subject"
 
+    @cached_property
+    def subject(self) -> Subject:
+        """The intake's subject, loaded once (each of its files is read on first use)."""
+        return Subject.load(self.subject_dir)
+
     def stage_dir(self, stage: str) -> Path:
         path = self.out / stage
         path.mkdir(parents=True, exist_ok=True)
         return path
-
-    def read_json(self, relative: str) -> Any:
-        return json.loads((self.out / relative).read_text())
 
     def scalar(self, tag: str, value: float, step: int) -> None:
         if self.tensorboard is not None:

@@ -23,8 +23,8 @@ import time
 from pathlib import Path
 from typing import Iterable, Optional
 
-from common.errors import OutputError
 from common import atomic
+from common.errors import OutputError
 
 MANIFEST = ".headfit.json"
 LOCK = ".headfit.lock"

@@ -1,23 +1,25 @@
-"""Runs the stages in order: intake -> init -> geometry -> texture -> export.
+"""Runs the stages in order: intake -> reference -> init -> geometry -> texture -> export.
 
-Each stage writes `OUT/<stage>/` and, last, `OUT/<stage>/done.json` holding a hash of what it ran
-with: its config sections and the contents of the files it reads (the subject's files, the user mesh
-or views of the init, the reference maps), chained with the stages before it, so a change anywhere
-upstream invalidates everything downstream. `--resume` skips stages whose marker matches and
-continues the first unfinished one from its checkpoints when its `started.json` carries the same
-hash (otherwise, with one warning, that stage starts over); without `--resume` every stage after the
-intake runs afresh (the intake reuses a complete `subject/` for the same photo and settings).
+What each stage reads, which config sections and input files change its result and which models it
+needs are declared in its contract (`fitter/contract.py`, `fitter/stages/<name>/__init__.py`); this
+module derives everything from them. Each stage writes `OUT/<stage>/` and, last,
+`OUT/<stage>/done.json` holding its hash: its config sections, the contents of its input files and
+the hashes of the stages it reads, so a change upstream invalidates exactly what depends on it.
+`--resume` skips stages whose marker matches and continues the first one that runs from its
+checkpoints when its `started.json` carries the same hash (otherwise, with one warning, that stage
+starts over); without `--resume` every stage after the intake runs afresh, except stages whose
+contract asks for reuse (the reference maps) and the intake (which reuses a complete `subject/` for
+the same photo and settings).
 
-A stage that runs first deletes the outputs of every later stage (and its own, unless it continues
-from its checkpoints), so a run that stops early never leaves results of other inputs behind. Only
-files listed in the run folder's manifest are ever deleted (`fitter/outdir.py`).
+A stage that runs deletes its own outputs (unless it continues from its checkpoints) and those of
+every stage that depends on it, so a run that stops early never leaves results of other inputs
+behind. Only files listed in the run folder's manifest are ever deleted (`fitter/outdir.py`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib
 import json
 import logging
 import time
@@ -26,24 +28,22 @@ from typing import Optional
 
 import torch
 
-from fitter import dry_run
-from fitter.config import STAGES, Config, as_dict, to_yaml
-from fitter.context import RunContext, resolve_device
+from common import atomic
 from common.digests import file_sha256
 from common.errors import StopRequested
+from fitter import dry_run
+from fitter.config import Config, as_dict, to_yaml
+from fitter.context import RunContext, resolve_device
+from fitter.contract import StageContract
 from fitter.logs import held_back, log_traceback, release_into, run_log
 from fitter.outdir import RUN, RunFolder
-from common import atomic
+from fitter.stages.registry import CONTRACTS
+from fitter.subject import Subject
+from guidance.models import effective_models_config
 
 log = logging.getLogger("headfit")
-
-# Config sections whose values change what each stage produces.
-STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
-    "init": ("init", "models.panohead", "models.preset", "run.seed"),
-    "geometry": ("fit.geometry", "reference", "models", "prompt", "run.seed"),
-    "texture": ("fit.texture", "models", "prompt", "run.seed"),
-    "export": ("export",),
-}
+INTAKE = CONTRACTS[0].name
+LATER = CONTRACTS[1:]
 
 
 def _section(cfg_dict: dict, dotted: str) -> object:
@@ -57,36 +57,47 @@ def _digest(payload: object) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def stage_input_files(cfg: Config, subject_dir: Path) -> dict[str, dict[str, str | None]]:
-    """sha256 (None: absent) of the files each stage reads beyond subject/'s own and its config, by a
-    name that does not depend on where the run folder is (a copied or moved run still resumes)."""
-    init = cfg.init
-    files = {"init": {}, "geometry": {name: subject_dir / name for name in ("normal.png", "depth.png")}}
-    if init.kind == "mesh" and init.mesh_path:
-        files["init"] = {"mesh": Path(init.mesh_path)}
-    elif init.kind == "multiview" and init.views_dir and Path(init.views_dir).is_dir():
-        folder = Path(init.views_dir)
-        files["init"] = {p.relative_to(folder).as_posix(): p for p in sorted(folder.rglob("*")) if p.is_file()}
-    return {stage: {name: file_sha256(path) for name, path in named.items()} for stage, named in files.items()}
+def stage_input_files(cfg: Config, subject_dir: Path, image: Optional[Path] = None) -> dict[str, dict[str, str | None]]:
+    """sha256 (None: absent) of the files each stage reads beyond its upstream stages' outputs and its
+    config, by a name that does not depend on where the run folder is (a copied or moved run still resumes)."""
+    image = Path(image) if image is not None else subject_dir / "input"
+    return {c.name: {name: file_sha256(path) for name, path in c.inputs(cfg, image, subject_dir).items()} for c in LATER}
 
 
 def stage_hashes(cfg: Config, subject: dict, input_files: dict[str, dict] | None = None) -> dict[str, str]:
-    """Chained hash per stage over the subject (photo, intake settings, files), the stage's config
-    sections and ``input_files`` (`stage_input_files`): a change upstream invalidates everything downstream."""
+    """Hash per stage over its config sections, ``input_files`` (`stage_input_files`) and the hashes of
+    the stages it reads (the intake's is the subject: photo, intake settings, files)."""
     cfg_dict, input_files = as_dict(cfg), input_files or {}
-    hashes, previous = {}, _digest([subject.get("input_sha256"), subject.get("settings"), subject.get("files")])
-    for stage in STAGES[1:]:
-        previous = _digest([previous, [_section(cfg_dict, s) for s in STAGE_SECTIONS[stage]], input_files.get(stage)])
-        hashes[stage] = previous
-    return hashes
+    hashes = {INTAKE: _digest([subject.get("input_sha256"), subject.get("settings"), subject.get("files")])}
+    for c in LATER:
+        upstream = [hashes[name] for name in c.reads]
+        hashes[c.name] = _digest([upstream, [_section(cfg_dict, s) for s in c.sections(cfg)], input_files.get(c.name)])
+    return {c.name: hashes[c.name] for c in LATER}
 
 
-def stage_done(out: Path, stage: str, digest: str) -> bool:
-    marker = out / stage / "done.json"
+def dependents(stage: str) -> list[str]:
+    """The stages that read ``stage``'s outputs, directly or through others, in run order."""
+    found: set[str] = {stage}
+    for c in LATER:
+        if found & set(c.reads):
+            found.add(c.name)
+    return [c.name for c in LATER if c.name in found and c.name != stage]
+
+
+def _stage_files(folder: Path) -> dict[str, str | None]:
+    skip = {DONE_JSON, STARTED_JSON}
+    return {p.relative_to(folder).as_posix(): file_sha256(p) for p in sorted(folder.rglob("*")) if p.is_file() and p.name not in skip}
+
+
+def stage_done(out: Path, stage: str, digest: str, check_files: bool = False) -> bool:
+    """Whether `stage` finished under `digest` (and, with ``check_files``, its files are as it left them)."""
     try:
-        return json.loads(marker.read_text()).get("hash") == digest
+        record = json.loads((out / stage / DONE_JSON).read_text())
     except (OSError, ValueError):
         return False
+    if not isinstance(record, dict) or record.get("hash") != digest:
+        return False
+    return not check_files or record.get("files") == _stage_files(out / stage)
 
 
 def with_effective_models(cfg: Config) -> Config:
@@ -94,13 +105,13 @@ def with_effective_models(cfg: Config) -> Config:
     (built once in the cache), so the intake's ArcFace embedding and every stage load the same set."""
     if cfg.models.preset != "tiny-random":
         return cfg
-    from guidance.models import effective_models_config
-
     return dataclasses.replace(cfg, models=effective_models_config(cfg.models))
 
 
 EVAL = "eval"
 """What `run.py eval` wrote into the run folder: stale once any stage is redone."""
+DONE_JSON = "done.json"
+"""Written when a stage ends: the hash it ran under, its wall time (and its files' digests for reused stages)."""
 STARTED_JSON = "started.json"
 """Written when a stage starts: the hash it runs under. `--resume` continues a stage from its
 checkpoints only when this hash is the current one; otherwise the stage starts over."""
@@ -127,19 +138,15 @@ class Pipeline:
 
     def run(self, folder: RunFolder) -> None:
         """The whole fit into `folder` (opened and locked by the caller)."""
-        from fitter.stages.intake import run_intake
-        from fitter.stages.reference.user import check_user_maps
-        from fitter.stages.init.stage import check_init_inputs
-
         t0 = time.perf_counter()
-        user_maps = check_user_maps(self.cfg, self.image)  # bad user maps: refused before anything is written
-        check_init_inputs(self.cfg)  # a bad init mesh or view folder: likewise
-        ctx = RunContext(self.cfg, self.out, resolve_device(self.cfg.run.device), resume=self.resume)
+        for contract in CONTRACTS:  # bad user maps, init mesh or views: refused before anything is written
+            contract.check(self.cfg, self.image)
+        ctx = RunContext(self.cfg, self.out, resolve_device(self.cfg.run.device), resume=self.resume, image=self.image)
         ctx.stop.install()
         try:
-            folder.stage = "intake"
+            folder.stage = INTAKE
             with held_back() as intake_records:  # run.log may be written only once the photo is accepted
-                subject = run_intake(self.image, self.cfg, self.out / "subject")  # validates before writing
+                CONTRACTS[0].run(ctx)  # validates before writing
             folder.stage = RUN
             atomic.claim(self.out / "run.log")
             with run_log(self.out / "run.log") as handler:
@@ -147,46 +154,43 @@ class Pipeline:
                 try:
                     atomic.write_text(self.out / "config.yaml", to_yaml(self.user_cfg))
                     log.info("intake: %s (%.1f s)", self.out / "subject", time.perf_counter() - t0)
-                    self._after_intake(ctx, folder, subject, user_maps)
+                    self._after_intake(ctx, folder)
                 except BaseException as exc:
                     log_traceback(f"run ended by {type(exc).__name__}: {exc}", exc)
                     raise
         finally:
             ctx.stop.uninstall()
 
-    def _after_intake(self, ctx: RunContext, folder: RunFolder, subject: dict, user_maps: dict) -> None:
-        if self.stop_after == "intake":  # what the new subject made stale goes, nothing runs
-            hashes = self._hashes(subject)
-            folder.remove_stages(list(STAGES[1:])[self._first_to_run(hashes, resume=True):] + [EVAL])
+    def _after_intake(self, ctx: RunContext, folder: RunFolder) -> None:
+        hashes = self._hashes()
+        if self.stop_after == INTAKE:  # what the new subject made stale goes, nothing runs
+            folder.remove_stages([c.name for c in LATER if not self._finished(c, hashes[c.name], resume=True)] + [EVAL])
             return
-        folder.stage = "reference"
-        from fitter.stages.reference.maps import ensure_reference_maps
+        self._run_stages(ctx, folder, hashes)
 
-        ensure_reference_maps(self.cfg, self.out / "subject", subject, user_maps, ctx.device)
-        self._run_stages(ctx, folder, self._hashes(subject))
+    def _hashes(self) -> dict[str, str]:
+        subject = Subject.load(self.out / "subject").record
+        return stage_hashes(self.user_cfg, subject, stage_input_files(self.cfg, self.out / "subject", self.image))
 
-    def _hashes(self, subject: dict) -> dict[str, str]:
-        return stage_hashes(self.user_cfg, subject, stage_input_files(self.cfg, self.out / "subject"))
-
-    def _first_to_run(self, hashes: dict[str, str], resume: bool) -> int:
-        """Index (in STAGES[1:]) of the first stage that is not done under its current hash."""
-        stages = STAGES[1:]
-        return next((i for i, s in enumerate(stages) if not (resume and stage_done(self.out, s, hashes[s]))), len(stages))
+    def _finished(self, contract: StageContract, digest: str, resume: bool) -> bool:
+        """Whether `contract`'s stage may be skipped: done under `digest`, and --resume or a reused stage."""
+        return (resume or contract.reuse) and stage_done(self.out, contract.name, digest, check_files=contract.reuse)
 
     def _run_stages(self, ctx: RunContext, folder: RunFolder, hashes: dict[str, str]) -> None:
         ctx.tensorboard = self._tensorboard()
         torch.use_deterministic_algorithms(self.cfg.run.deterministic, warn_only=True)
-        stages = list(STAGES[1:])
-        first = self._first_to_run(hashes, self.resume)
+        first = True  # only the first stage that runs may continue from its checkpoints
         try:
-            for i, stage in enumerate(stages):
-                if i < first:
-                    log.info("%s: already complete, skipped", stage)
+            for contract in LATER:
+                stage, digest = contract.name, hashes[contract.name]
+                if self._finished(contract, digest, self.resume):
+                    log.info("%s: %s", stage, "already complete, skipped" if self.resume else "reusing the finished stage")
                 else:
-                    continue_it = i == first and self._may_continue(stage, hashes[stage])
-                    folder.remove_stages(stages[i + 1:] + [EVAL] + ([] if continue_it else [stage]))
+                    continue_it = first and self._may_continue(stage, digest)
+                    folder.remove_stages(dependents(stage) + [EVAL] + ([] if continue_it else [stage]))
                     folder.stage = stage
-                    self._run_stage(ctx, stage, hashes[stage], continue_it)
+                    self._run_stage(ctx, contract, digest, continue_it)
+                    first = False
                 if stage == self.stop_after:
                     break
                 if ctx.stop.requested:  # asked during the stage's last step: stop before the next
@@ -207,20 +211,23 @@ class Pipeline:
             log.warning("%s: its checkpoint was made with other inputs or settings; starting the stage over", stage)
         return False
 
-    def _run_stage(self, ctx: RunContext, stage: str, digest: str, continue_it: bool) -> None:
+    def _run_stage(self, ctx: RunContext, contract: StageContract, digest: str, continue_it: bool) -> None:
+        stage = contract.name
         ctx.resume, ctx.stage_hash = continue_it, digest
-        module = importlib.import_module(f"fitter.stages.{stage}.stage")
         atomic.write_json(ctx.stage_dir(stage) / STARTED_JSON, {"stage": stage, "hash": digest})
         t0 = time.perf_counter()
         log.info("%s: started", stage)
-        module.run(ctx)
+        contract.run(ctx)
         wall = time.perf_counter() - t0
-        atomic.write_json(ctx.stage_dir(stage) / "done.json", {"stage": stage, "hash": digest, "wall_s": round(wall, 3)})
+        record = {"stage": stage, "hash": digest, "wall_s": round(wall, 3)}
+        if contract.reuse:
+            record["files"] = _stage_files(self.out / stage)
+        atomic.write_json(ctx.stage_dir(stage) / DONE_JSON, record)
         log.info("%s: done in %.1f s", stage, wall)
 
     def _tensorboard(self):  # type: ignore[no-untyped-def]
         if not self.cfg.run.tensorboard:
             return None
-        from torch.utils.tensorboard import SummaryWriter
+        from torch.utils.tensorboard import SummaryWriter  # optional and slow to import
 
         return SummaryWriter(log_dir=str(self.out / "tensorboard"))

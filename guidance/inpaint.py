@@ -24,18 +24,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from common.errors import require
 from guidance.sdedit import GuidedPrior, x0_from_noise
 
 
 @dataclass
 class InpaintConfig:
+    """The DDIM schedule, the run config's `fit.texture.inpaint.ddim` section."""
+
     t_start: int = 950
     steps: int = 20
-    seed: int = 0
 
     def __post_init__(self) -> None:
-        if not 1 <= self.steps <= 1000 or not 0 <= self.t_start < 1000:
-            raise ValueError(f"need 1 <= steps <= 1000 and 0 <= t_start < 1000, got {self.steps}, {self.t_start}")
+        require(0 < self.t_start < 1000 and 1 <= self.steps <= 1000, "t_start", "must be in (0, 1000) with steps in [1, 1000]")
 
 
 def ddim_timesteps(t_start: int, steps: int) -> list[int]:
@@ -44,7 +45,7 @@ def ddim_timesteps(t_start: int, steps: int) -> list[int]:
     return ts + [-1]
 
 
-def latent_keep_mask(keep: Tensor, size: tuple[int, int]) -> Tensor:
+def latent_keep_mask(keep: Tensor, size: tuple[int, ...]) -> Tensor:
     """(1, 1, h, w) float {0, 1}: latent cells whose pixels are mostly kept, of keep (1, 1, H, W)."""
     return (F.interpolate(keep.float(), size=size, mode="area") > 0.5).float()
 
@@ -74,9 +75,10 @@ class MaskConditionedUNet(torch.nn.Module):
 class BlendedInpainter:
     """``inpaint(image, keep, azimuth, identity, control) -> image`` (see module docstring)."""
 
-    def __init__(self, prior: GuidedPrior, cfg: InpaintConfig, conditioned_unet: MaskConditionedUNet | None = None) -> None:
+    def __init__(self, prior: GuidedPrior, cfg: InpaintConfig, conditioned_unet: MaskConditionedUNet | None = None, *,
+                 seed: int = 0) -> None:
         self.prior, self.cfg, self.conditioned_unet = prior, cfg, conditioned_unet
-        self.generator = torch.Generator().manual_seed(cfg.seed)
+        self.generator = torch.Generator().manual_seed(seed)
 
     def _randn(self, like: Tensor) -> Tensor:
         return torch.randn(like.shape, generator=self.generator).to(like.device)

@@ -14,55 +14,73 @@ and text encoder (tests use analytic ones).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Literal, Optional, Sequence
 
 import torch
 from torch import Tensor
 
+from common.errors import require
 from guidance import sds
 from guidance.denoiser import Denoiser, LatentCodec, SDDenoiser, VAECodec
 from guidance.prompts import TextEncoder, view_direction, with_view
 from guidance.vsd import LoRAEstimator
 
+DEFAULT_PROMPT = "a DSLR portrait photo of a person, high detail"
 NEGATIVE_VIEWS = {"front": ("back",), "side": ("front",), "back": ("front",)}
 """Perp-Neg: the views whose prompts push away from each view's own."""
 
 
 @dataclass
 class ISDConfig:
-    prompt: str = "a DSLR portrait photo of a person, high detail"
+    """The settings of ISD, the run config's `fit.geometry.isd` section. The prompt and the seed are the run's
+    (`ISDGuidance` arguments). `identity_tokens`, `landmark_control` and `precision` choose what
+    `guidance.models.load_isd_models` loads; `image` is what the caller renders for the prior."""
+
     negative_prompt: str = ""
     guidance_scale: float = 50.0
     t_range: tuple[float, float] = (0.02, 0.5)
-    t_schedule: str = "constant"
+    t_schedule: Literal["constant", "linear"] = "constant"
     """``constant`` or ``linear`` (t_max moves to ``t_max_end`` over ``anneal_steps``)."""
     t_max_end: float = 0.5
     anneal_steps: int = 5000
-    weighting: str = "sds"
+    weighting: Literal["sds", "uniform", "fantasia3d"] = "sds"
     """``sds`` (1 − ᾱ_t), ``uniform`` or ``fantasia3d`` (√ᾱ_t·(1 − ᾱ_t))."""
-    grad_clip: float | None = None
+    grad_clip: Optional[float] = None
     """Clamp each element of the latent gradient to ±grad_clip (None: no clamp)."""
+    identity_tokens: bool = True
+    """IP-Adapter-FaceID identity tokens (for |azimuth| < identity_max_azimuth)."""
     identity_max_azimuth: float = 70.0
     ip_scale: float = 1.0
+    landmark_control: bool = True
+    """MediaPipe-face landmark ControlNet on the projected 3D landmarks."""
     control_scale: float = 1.0
     view_prompts: bool = True
     front_deg: float = 45.0
     back_deg: float = 45.0
+    """View prompts: "front view" within ``front_deg`` of azimuth 0, "back view" within ``back_deg`` of 180."""
     perp_neg: bool = False
     perp_neg_weight: float = 1.0
     vsd: bool = False
     lora_rank: int = 4
     lora_lr: float = 1e-3
-    seed: int = 0
+    image: Literal["normal", "shaded"] = "normal"
+    """What the prior sees: ``normal`` (the rendered normal map, as in the paper) or ``shaded`` (Lambert)."""
+    precision: Literal["fp16", "bf16", "fp32"] = "fp16"
+    """fp16 | bf16 | fp32 on CUDA (CPU always runs fp32)."""
 
     def __post_init__(self) -> None:
         lo, hi = self.t_range
-        if not 0.0 <= lo <= hi <= 1.0 or not 0.0 <= self.t_max_end <= 1.0:
-            raise ValueError(f"t_range must satisfy 0 <= t_min <= t_max <= 1, got {self.t_range}")
-        if self.weighting not in sds.WEIGHTINGS:
-            raise ValueError(f"weighting must be one of {sds.WEIGHTINGS}, got {self.weighting!r}")
-        if self.t_schedule not in ("constant", "linear"):
-            raise ValueError(f"t_schedule must be constant or linear, got {self.t_schedule!r}")
+        require(0.0 <= lo <= hi <= 1.0 and 0.0 <= self.t_max_end <= 1.0, "t_range", "must be within [0, 1]")
+        require(self.weighting in sds.WEIGHTINGS, "weighting", f"must be one of {', '.join(sds.WEIGHTINGS)}")
+        require(self.t_schedule in ("constant", "linear"), "t_schedule", "must be constant or linear")
+        require(self.guidance_scale >= 0 and self.ip_scale >= 0 and self.control_scale >= 0, "guidance_scale",
+                "and the scales must be >= 0")
+        require(self.anneal_steps >= 1 and self.perp_neg_weight >= 0, "anneal_steps", "must be >= 1 with perp_neg_weight >= 0")
+        require(1 <= self.lora_rank <= 256 and self.lora_lr > 0, "lora_rank", "must be in [1, 256] with lora_lr positive")
+        require(self.grad_clip is None or self.grad_clip > 0, "grad_clip", "must be positive or null")
+        require(0.0 <= self.identity_max_azimuth <= 180.0, "identity_max_azimuth", "must be in [0, 180]")
+        require(self.front_deg >= 0 and self.back_deg >= 0 and self.front_deg + self.back_deg <= 180, "front_deg",
+                "and back_deg must be >= 0 with front_deg + back_deg <= 180")
 
 
 @dataclass
@@ -77,35 +95,38 @@ class ViewConditioning:
 class ISDGuidance:
     """``loss(images, azimuths, control, step, identity) -> (loss, info)``; see module docstring."""
 
-    def __init__(self, cfg: ISDConfig, denoiser: Denoiser, codec: LatentCodec, text_encoder: Callable[[list[str]], Tensor], alphas_cumprod: Tensor, lora: LoRAEstimator | None = None) -> None:
+    def __init__(self, cfg: ISDConfig, denoiser: Denoiser, codec: LatentCodec, text_encoder: Callable[[list[str]], Tensor],
+                 alphas_cumprod: Tensor, lora: LoRAEstimator | None = None, *, prompt: str = DEFAULT_PROMPT, seed: int = 0) -> None:
         self.cfg, self.denoiser, self.codec, self.text = cfg, denoiser, codec, text_encoder
+        self.prompt = prompt
         self.alphas_cumprod = alphas_cumprod.float()
         self.num_train = int(alphas_cumprod.shape[0])
         self.lora = lora
         if cfg.vsd and lora is None:
             raise ValueError("ISDConfig.vsd needs a LoRAEstimator (use ISDGuidance.from_models)")
-        self.generator = torch.Generator().manual_seed(cfg.seed)
+        self.generator = torch.Generator().manual_seed(seed)
 
     @classmethod
-    def from_models(cls, models: Any, cfg: ISDConfig) -> "ISDGuidance":
+    def from_models(cls, models: Any, cfg: ISDConfig, *, prompt: str = DEFAULT_PROMPT, seed: int = 0) -> "ISDGuidance":
         """From `guidance.models.GuidanceModels` (landmark ControlNet used when loaded)."""
         sd = models.sd
         denoiser = SDDenoiser(sd.unet, models.controlnets.get("landmarks"), cfg.ip_scale, cfg.control_scale)
-        lora = LoRAEstimator(sd.unet, denoiser, cfg.lora_rank, cfg.lora_lr, cfg.seed) if cfg.vsd else None
-        return cls(cfg, denoiser, VAECodec(sd.vae), TextEncoder(sd.tokenizer, sd.text_encoder), sd.scheduler.alphas_cumprod, lora)
+        lora = LoRAEstimator(sd.unet, denoiser, cfg.lora_rank, cfg.lora_lr, seed) if cfg.vsd else None
+        return cls(cfg, denoiser, VAECodec(sd.vae), TextEncoder(sd.tokenizer, sd.text_encoder), sd.scheduler.alphas_cumprod, lora,
+                   prompt=prompt, seed=seed)
 
     # --- conditioning -----------------------------------------------------------------------
     def view_conditioning(self, azimuths: Sequence[float], identity: Tensor | None) -> ViewConditioning:
         """Prompts and identity gating (|azimuth| < ``identity_max_azimuth``, identity given) per view."""
         c = self.cfg
         directions = [view_direction(a, c.front_deg, c.back_deg) for a in azimuths]
-        prompts = [with_view(c.prompt, d) if c.view_prompts else c.prompt for d in directions]
+        prompts = [with_view(self.prompt, d) if c.view_prompts else self.prompt for d in directions]
         near_front = torch.tensor([abs((float(a) + 180.0) % 360.0 - 180.0) < c.identity_max_azimuth for a in azimuths])
         return ViewConditioning(prompts, directions, near_front & (identity is not None))
 
     def _negative_prompts(self, batch: ViewConditioning) -> list[list[str]]:
         """Perp-Neg prompts: K lists of B prompts (K = 1: the opposite view of each sample)."""
-        return [[with_view(self.cfg.prompt, NEGATIVE_VIEWS[d][0]) for d in batch.directions]]
+        return [[with_view(self.prompt, NEGATIVE_VIEWS[d][0]) for d in batch.directions]]
 
     # --- noise prediction -------------------------------------------------------------------
     def guided_noise(self, z_t: Tensor, t: Tensor, batch: ViewConditioning, identity: Tensor | None, control: Tensor | None) -> Tensor:
@@ -127,6 +148,7 @@ class ISDGuidance:
         text = self.text([p for prompts in prompt_sets for p in prompts]).to(z_t.device)
         ident = None
         if with_identity:
+            assert identity is not None  # use_identity is only ever set with an identity
             own = identity[index].unsqueeze(1)
             ident = torch.cat([own, torch.zeros_like(own)] + [own] * (k - 2))
         ctrl = None if control is None else control[index].repeat(k, 1, 1, 1)

@@ -8,7 +8,7 @@ The low-rank path is computed in float32 and can be switched off (`lora_enabled`
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Iterator, cast
 
 from torch import Tensor, nn
 
@@ -43,13 +43,13 @@ def add_lora(unet: nn.Module, rank: int = 4) -> list[LoRALinear]:
             wrapped = LoRALinear(getattr(module, name), rank)
             setattr(module, name, wrapped)
             layers.append(wrapped)
-        wrapped = LoRALinear(module.to_out[0], rank)
+        wrapped = LoRALinear(cast(nn.Linear, module.to_out[0]), rank)  # diffusers' Attention: to_out = [Linear, Dropout]
         module.to_out[0] = wrapped
         layers.append(wrapped)
     return layers
 
 
-def lora_parameters(layers: list[LoRALinear]) -> list[nn.Parameter]:
+def lora_parameters(layers: list[LoRALinear]) -> list[Tensor]:
     return [p for layer in layers for p in (layer.down.weight, layer.up.weight)]
 
 

@@ -17,10 +17,16 @@ from typing import Any, Callable, Protocol, Sequence
 import torch
 from torch import Tensor
 
+from common.errors import require
 from guidance import sds
-from guidance.denoiser import Denoiser, VAECodec
-from guidance.isd import ISDConfig, ISDGuidance
 from guidance.controlnet_sample import decode_latents
+from guidance.denoiser import Denoiser, SDDenoiser, VAECodec
+from guidance.isd import DEFAULT_PROMPT, ISDConfig, ISDGuidance
+from guidance.models import effective_models_config, load_controlnet, load_identity_adapter, load_stable_diffusion
+from guidance.models.bundle import load_options
+from guidance.models.loading import load_vae
+from guidance.models.sources import model_spec, resolve
+from guidance.prompts import TextEncoder
 
 
 class ImageCodec(Protocol):
@@ -38,7 +44,8 @@ class VAEImageCodec(VAECodec):
 
 @dataclass
 class PriorConfig:
-    prompt: str = "a DSLR portrait photo of a person, high detail"
+    """The settings of the texture prior, the run config's `fit.texture.prior` section (the prompt is the run's)."""
+
     negative_prompt: str = ""
     guidance_scale: float = 10.0
     ip_scale: float = 1.0
@@ -47,19 +54,24 @@ class PriorConfig:
     """Identity tokens only for views within this azimuth of the face (as ISD)."""
     view_prompts: bool = True
 
+    def __post_init__(self) -> None:
+        require(self.guidance_scale >= 0 and self.ip_scale >= 0 and self.control_scale >= 0, "guidance_scale",
+                "and ip_scale, control_scale must be >= 0")
+        require(0.0 <= self.identity_max_azimuth <= 180.0, "identity_max_azimuth", "must be in [0, 180]")
+
     def isd_config(self) -> ISDConfig:
-        return ISDConfig(prompt=self.prompt, negative_prompt=self.negative_prompt, guidance_scale=self.guidance_scale,
-                         ip_scale=self.ip_scale, control_scale=self.control_scale,
-                         identity_max_azimuth=self.identity_max_azimuth, view_prompts=self.view_prompts)
+        return ISDConfig(negative_prompt=self.negative_prompt, guidance_scale=self.guidance_scale, ip_scale=self.ip_scale,
+                         control_scale=self.control_scale, identity_max_azimuth=self.identity_max_azimuth,
+                         view_prompts=self.view_prompts)
 
 
 class GuidedPrior:
     """Guided noise prediction and an image codec (see module docstring)."""
 
     def __init__(self, cfg: PriorConfig, denoiser: Denoiser, codec: ImageCodec, text_encoder: Callable[[list[str]], Tensor],
-                 alphas_cumprod: Tensor) -> None:
-        self.cfg, self.codec = cfg, codec
-        self.guidance = ISDGuidance(cfg.isd_config(), denoiser, codec, text_encoder, alphas_cumprod)
+                 alphas_cumprod: Tensor, *, prompt: str = DEFAULT_PROMPT) -> None:
+        self.cfg, self.codec, self.prompt = cfg, codec, prompt
+        self.guidance = ISDGuidance(cfg.isd_config(), denoiser, codec, text_encoder, alphas_cumprod, prompt=prompt)
         self.alphas_cumprod = self.guidance.alphas_cumprod
 
     @torch.no_grad()
@@ -100,16 +112,9 @@ def sdedit_target(prior: GuidedPrior, images: Tensor, t: Tensor, noise_generator
 
 
 def load_texture_prior(models: Any, cfg: PriorConfig, device: str | torch.device = "cpu", precision: str = "fp16",
-                       identity: bool = True, control: bool = True) -> GuidedPrior:
+                       identity: bool = True, control: bool = True, *, prompt: str = DEFAULT_PROMPT) -> GuidedPrior:
     """The texture base (`models.texture_base`, VAE `models.texture_vae`), IP-Adapter-FaceID when
-    ``identity`` and the normal ControlNet when ``control``, from a `fitter.config.ModelsConfig`."""
-    from guidance.denoiser import SDDenoiser
-    from guidance.models import effective_models_config, load_controlnet, load_identity_adapter, load_stable_diffusion
-    from guidance.models.bundle import load_options
-    from guidance.models.loading import load_vae
-    from guidance.models.sources import model_spec, resolve
-    from guidance.prompts import TextEncoder
-
+    ``identity`` and the normal ControlNet when ``control``, from a `guidance.models.config.ModelsConfig`."""
     models = effective_models_config(models)
     sd = load_stable_diffusion(models, "texture_base", device, precision)
     vae = sd.vae
@@ -119,4 +124,5 @@ def load_texture_prior(models: Any, cfg: PriorConfig, device: str | torch.device
         load_identity_adapter(sd.unet, models, cfg.ip_scale)
     controlnet = load_controlnet(models, "normal", device, precision) if control else None
     denoiser = SDDenoiser(sd.unet, controlnet, cfg.ip_scale, cfg.control_scale)
-    return GuidedPrior(cfg, denoiser, VAEImageCodec(vae), TextEncoder(sd.tokenizer, sd.text_encoder), sd.scheduler.alphas_cumprod)
+    return GuidedPrior(cfg, denoiser, VAEImageCodec(vae), TextEncoder(sd.tokenizer, sd.text_encoder), sd.scheduler.alphas_cumprod,
+                       prompt=prompt)

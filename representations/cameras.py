@@ -24,9 +24,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Iterable
 
 import numpy as np
+from numpy.typing import ArrayLike
+
+from common.errors import require
 
 PANOHEAD_FOCAL = 4.2647
 """PanoHead/EG3D normalised focal length (in units of the image size)."""
@@ -41,18 +44,18 @@ def orbit_position(azimuth_deg: float, elevation_deg: float, radius: float) -> n
     return np.array([radius * math.cos(e) * math.sin(a), radius * math.sin(e), radius * math.cos(e) * math.cos(a)])
 
 
-def look_at(eye: Sequence[float], target: Sequence[float] = (0.0, 0.0, 0.0), up: Sequence[float] = (0.0, 1.0, 0.0)) -> np.ndarray:
+def look_at(eye: ArrayLike, target: ArrayLike = (0.0, 0.0, 0.0), up: ArrayLike = (0.0, 1.0, 0.0)) -> np.ndarray:
     """Camera-to-world (4, 4) of an OpenGL camera at ``eye`` looking at ``target``."""
-    eye, target, up = (np.asarray(v, dtype=np.float64) for v in (eye, target, up))
-    back = eye - target
+    position = np.asarray(eye, dtype=np.float64)
+    back = position - np.asarray(target, dtype=np.float64)
     back /= np.linalg.norm(back)
-    right = np.cross(up, back)
+    right = np.cross(np.asarray(up, dtype=np.float64), back)
     if np.linalg.norm(right) < 1e-8:  # looking straight up or down: pick any right vector
         right = np.cross(np.array([0.0, 0.0, 1.0]), back)
     right /= np.linalg.norm(right)
     true_up = np.cross(back, right)
     c2w = np.eye(4)
-    c2w[:3, 0], c2w[:3, 1], c2w[:3, 2], c2w[:3, 3] = right, true_up, back, eye
+    c2w[:3, 0], c2w[:3, 1], c2w[:3, 2], c2w[:3, 3] = right, true_up, back, position
     return c2w
 
 
@@ -192,12 +195,19 @@ class Camera:
 
 @dataclass(frozen=True)
 class OrbitRange:
-    """Ranges for random orbit cameras (degrees for angles)."""
+    """Ranges (min, max) for random orbit cameras (degrees for angles); e.g. `fit.geometry.views`."""
 
     azimuth: tuple[float, float] = (-180.0, 180.0)
     elevation: tuple[float, float] = (-15.0, 45.0)
     radius: tuple[float, float] = (3.5, 4.5)
     fov_y: tuple[float, float] = (25.0, 45.0)
+
+    def __post_init__(self) -> None:
+        require(self.azimuth[0] <= self.azimuth[1], "azimuth", "must be (min, max) with min <= max")
+        require(-89.0 <= self.elevation[0] <= self.elevation[1] <= 89.0, "elevation", "must be (min, max) within [-89, 89]")
+        # the head spans about ±1: a camera nearer than 1.5 sits in it
+        require(1.5 < self.radius[0] <= self.radius[1], "radius", "must be (min, max) with min > 1.5")
+        require(5.0 <= self.fov_y[0] <= self.fov_y[1] <= 120.0, "fov_y", "must be (min, max) within [5, 120]")
 
 
 @dataclass(frozen=True)

@@ -35,10 +35,10 @@ from scipy.optimize import linear_sum_assignment
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from common.atomic import write_bytes  # noqa: E402
 from fitter.stages.intake import meshpoints as mpi  # noqa: E402
 from fitter.stages.intake.detection import detect_faces  # noqa: E402
 from fitter.stages.intake.pose import CANONICAL_PATH  # noqa: E402
-from common.atomic import write_bytes  # noqa: E402
 
 PUPIL_DISTANCE = 0.5
 CENTRE_BEHIND_EYES = 1.3  # in pupil distances

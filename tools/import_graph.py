@@ -2,7 +2,7 @@
 
     python tools/import_graph.py          # counts, layer violations, cycles, function-level imports
 
-Used by `tests/test_layers.py` to hold the architecture: `representations` imports nothing of
+Used by `tests/fitter/test_layers.py` to hold the architecture: `representations` imports nothing of
 `guidance` or `fitter`, `guidance` nothing of `fitter`, there are no import cycles, and project
 modules are imported inside functions only where listed in `LAZY_ALLOWED` (optional heavy pieces).
 """
@@ -27,6 +27,13 @@ ALLOWED_LAYERS = {
 }
 
 
+# (importer, imported) pairs allowed inside functions: optional, heavy or platform-specific pieces.
+LAZY_ALLOWED = {
+    ("fitter.batch.engine", "fitter.batch.ray_engine"),  # Ray: only when --engine ray
+    ("fitter.batch.engine", "fitter.batch.submitit_engine"),  # submitit: only on a Slurm cluster
+}
+
+
 @dataclass(frozen=True)
 class Import:
     source: str  # importing module, dotted
@@ -42,10 +49,17 @@ class Graph:
     imports: list[Import] = field(default_factory=list)
 
     def runtime_edges(self) -> dict[str, set[str]]:
+        """Importer -> imported, including the packages Python runs first: importing `a.b.c` runs
+        `a/__init__.py` and `a/b/__init__.py` too (except the importer's own packages, already running)."""
         edges: dict[str, set[str]] = {m: set() for m in self.modules}
         for imp in self.imports:
-            if not imp.type_only and imp.target != imp.source:
-                edges[imp.source].add(imp.target)
+            if imp.type_only:
+                continue
+            parts = imp.target.split(".")
+            for n in range(1, len(parts) + 1):
+                target = ".".join(parts[:n])
+                if target in self.modules and target != imp.source and not imp.source.startswith(target + "."):
+                    edges[imp.source].add(target)
         return edges
 
 

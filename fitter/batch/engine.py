@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Optional, Protocol, Sequence
 
-from fitter.batch.task import OnResult, SubjectTask
 from common.errors import UserError
+from fitter.batch.local_engine import LocalEngine
+from fitter.batch.task import OnResult, SubjectTask
 
 ENGINES = ("local", "ray", "submitit")
 
@@ -19,8 +20,6 @@ def make_engine(name: str, gpus_per_fit: Optional[float], cpus_per_fit: int, add
                 cluster: Optional[str] = None, folder: str = "", timeout_min: int = 240,
                 partition: Optional[str] = None) -> Engine:
     if name == "local":
-        from fitter.batch.local_engine import LocalEngine
-
         return LocalEngine()
     if name == "ray":
         from fitter.batch.ray_engine import RayEngine

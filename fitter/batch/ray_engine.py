@@ -19,8 +19,8 @@ from __future__ import annotations
 import logging
 from typing import Optional, Sequence
 
-from fitter.batch.task import OnResult, SubjectTask, lost_task, run_subject
 from common.errors import UserError
+from fitter.batch.task import OnResult, SubjectTask, lost_task, run_subject
 
 log = logging.getLogger("headfit")
 CANCEL_GRACE_S = 150.0

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from common import atomic
 from fitter.batch.discover import find_images
 from fitter.batch.engine import make_engine
 from fitter.batch.progress import BatchProgress
@@ -15,10 +16,9 @@ from fitter.batch.summary import read_metrics, write_summary
 from fitter.batch.task import DONE, PENDING, SKIPPED, STOPPED, SubjectResult, SubjectTask, log_path_for
 from fitter.config import Config, to_yaml
 from fitter.outdir import RunFolder
-from common import atomic
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class BatchOptions:
     images: Path
     """A folder of photos or a text file listing them."""
@@ -48,8 +48,9 @@ def run_batch(options: BatchOptions, cfg: Config, folder: Optional[RunFolder] = 
     results, tasks = plan_all(options, root, images, to_yaml(cfg))
     for task in tasks:
         atomic.claim(task.log)  # the fits append to their logs from other processes
-    engine = make_engine(options.engine, options.gpus_per_fit, options.cpus_per_fit, options.address,
-                         options.cluster, str(root / ".batch" / "submitit"), options.timeout_min, options.partition)
+    engine = make_engine(options.engine, gpus_per_fit=options.gpus_per_fit, cpus_per_fit=options.cpus_per_fit,
+                         address=options.address, cluster=options.cluster, folder=str(root / ".batch" / "submitit"),
+                         timeout_min=options.timeout_min, partition=options.partition)
     with BatchProgress(len(results)) as progress:
         record = Recorder(root, _header(options, root), results, progress)
         record.save()

@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
-from fitter.batch.task import OnResult, SubjectTask, lost_task, run_subject
 from common.errors import UserError
+from fitter.batch.task import OnResult, SubjectTask, lost_task, run_subject
 
 POLL_S = 0.5
 log = logging.getLogger("headfit")

@@ -11,8 +11,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Optional
 
-from fitter.batch.task import SubjectResult
 from common import atomic
+from fitter.batch.task import SubjectResult
 
 CSV_COLUMNS = ("stem", "status", "attempts", "wall_s", "resumed", "psnr_db", "ssim", "identity_front",
                "identity_mean", "faces", "reason", "image", "out")

@@ -21,12 +21,17 @@ import numpy as np
 import torch
 from PIL import Image
 
-from fitter.config import Config, ModelsConfig
-from common.errors import MissingModelError, UserError
-from fitter.stages.export.views import render_eval_views, render_rgb, write_eval_views
-from fitter.evaluate.metrics import identity_distance, psnr_masked, ssim_masked
 from common import atomic
-from representations.cameras import EVAL_VIEWS, Camera
+from common.errors import MissingModelError, UserError
+from fitter.config import Config
+from fitter.evaluate.metrics import identity_distance, psnr_masked, ssim_masked
+from fitter.stages.export.views import render_eval_views, render_rgb, write_eval_views
+from fitter.stages.intake.detection import detect_faces
+from fitter.stages.intake.identity import arcface_embedding, dlib_embedding
+from fitter.subject import CAMERA, IDENTITY, IMAGE_SMALL, MASK, Subject
+from guidance.lpips import LPIPS
+from guidance.models.config import ModelsConfig
+from representations.cameras import EVAL_VIEWS
 from representations.mesh import Mesh, read_mesh
 
 log = logging.getLogger("headfit")
@@ -47,10 +52,8 @@ def _mean(values: list[Optional[float]]) -> Optional[float]:
     return float(np.mean(kept)) if kept else None
 
 
-def dlib_identity(run: Path, views: dict[str, np.ndarray]) -> Metric:
-    from fitter.stages.intake import dlib_embedding
-
-    reference = np.load(run / "subject" / "identity.npz")["dlib"]
+def dlib_identity(subject: Subject, views: dict[str, np.ndarray]) -> Metric:
+    reference = subject.dlib_embedding
     per_view = {name: identity_distance(reference, dlib_embedding(image)) for name, image in views.items()}
     return computed(_mean(list(per_view.values())), False, per_view=per_view,
                     note="L2 distance of dlib 128-D descriptors to the input (0.6 = same-person threshold); "
@@ -58,9 +61,6 @@ def dlib_identity(run: Path, views: dict[str, np.ndarray]) -> Metric:
 
 
 def arcface_identity(photo: np.ndarray, views: dict[str, np.ndarray], model_path: str) -> Metric:
-    from fitter.stages.intake.detection import detect_faces
-    from fitter.stages.intake.identity import arcface_embedding
-
     def embed(image: np.ndarray) -> Optional[np.ndarray]:
         faces = detect_faces(image)
         return arcface_embedding(image, faces[0].points, model_path) if faces else None
@@ -121,75 +121,26 @@ def clip_i(photo: np.ndarray, views: dict[str, np.ndarray], models: ModelsConfig
 
 
 # --- LPIPS ----------------------------------------------------------------------------------
-LPIPS_CHANNELS = (64, 192, 384, 256, 256)
-LPIPS_SHIFT = (-0.030, -0.088, -0.188)
-LPIPS_SCALE = (0.458, 0.448, 0.450)
-
-
-class AlexLPIPS(torch.nn.Module):
-    """LPIPS v0.1 with the AlexNet trunk: unit-normalised features at five ReLUs, squared
-    differences weighted per channel, averaged over space and summed over layers."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        conv = torch.nn.Conv2d
-        self.features = torch.nn.Sequential(
-            conv(3, 64, 11, 4, 2), torch.nn.ReLU(), torch.nn.MaxPool2d(3, 2),
-            conv(64, 192, 5, padding=2), torch.nn.ReLU(), torch.nn.MaxPool2d(3, 2),
-            conv(192, 384, 3, padding=1), torch.nn.ReLU(), conv(384, 256, 3, padding=1), torch.nn.ReLU(),
-            conv(256, 256, 3, padding=1), torch.nn.ReLU())
-        self.lins = torch.nn.ModuleList(conv(c, 1, 1, bias=False) for c in LPIPS_CHANNELS)
-        self.taps = (1, 4, 7, 9, 11)
-
-    def load_weights(self, state: dict[str, torch.Tensor]) -> None:
-        renamed = {k: v for k, v in state.items() if k.startswith("features.")}
-        renamed.update({f"lins.{i}.weight": state[f"lin{i}.model.1.weight"] for i in range(5) if f"lin{i}.model.1.weight" in state})
-        missing = set(self.state_dict()) - set(renamed)
-        if missing:
-            raise MissingModelError(f"LPIPS weights lack {', '.join(sorted(missing)[:4])} (models.lpips)")
-        self.load_state_dict(renamed)
-
-    def _feats(self, x: torch.Tensor) -> list[torch.Tensor]:
-        x = (x * 2 - 1 - torch.tensor(LPIPS_SHIFT).view(1, 3, 1, 1)) / torch.tensor(LPIPS_SCALE).view(1, 3, 1, 1)
-        feats = []
-        for i, layer in enumerate(self.features):
-            x = layer(x)
-            if i in self.taps:
-                feats.append(x / (x.pow(2).sum(1, keepdim=True).sqrt() + 1e-10))
-        return feats
-
-    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """Distance between (N, 3, H, W) images in [0, 1]."""
-        return sum(lin((fa - fb) ** 2).mean((2, 3)) for lin, fa, fb in zip(self.lins, self._feats(a), self._feats(b)))[:, 0]
-
-
 def lpips_distance(a: np.ndarray, b: np.ndarray, models: ModelsConfig) -> Metric:
     if not models.lpips:
         return not_computed("models.lpips is not set (an AlexNet LPIPS weight file)")
-    from guidance.weights import load_state_dict
-
-    net = AlexLPIPS()
-    net.load_weights(load_state_dict(models.lpips, models.allow_pickle))
+    net = LPIPS.from_file(models.lpips, "alex", models.allow_pickle, key="models.lpips")
     with torch.no_grad():
-        value = net.eval()(*(torch.from_numpy(np.ascontiguousarray(x)).float().permute(2, 0, 1)[None] for x in (a, b)))
+        value = net(*(torch.from_numpy(np.ascontiguousarray(x)).float().permute(2, 0, 1)[None] * 2 - 1 for x in (a, b)))
     return computed(float(value[0]), False, note="LPIPS (AlexNet) at the reference view, both images masked")
 
 
 # --- one run --------------------------------------------------------------------------------
-def reference_view(run: Path, mesh: Mesh) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(render, photo, mask) at the reference camera, float images in [0, 1] at the 512 crop."""
-    import json
-
-    photo = np.asarray(Image.open(run / "subject" / "image_512.png").convert("RGB"), dtype=np.float32) / 255.0
-    mask_im = Image.open(run / "subject" / "mask.png").convert("L").resize(photo.shape[1::-1], Image.BILINEAR)
-    mask = np.asarray(mask_im, dtype=np.float32) / 255.0
-    camera = Camera.from_dict(json.loads((run / "subject" / "camera.json").read_text())).resized(photo.shape[1], photo.shape[0])
+def reference_view(subject: Subject, mesh: Mesh) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(render, photo, mask) at the reference camera, float images in [0, 1] at the 512 crop (`small_size`)."""
+    size = subject.small_size
+    photo, mask, camera = subject.image(size).numpy(), subject.mask(size).numpy(), subject.camera(size)
     rendered = render_rgb(mesh, camera, background=(0.0, 0.0, 0.0)).astype(np.float32)
     return rendered, photo, mask
 
 
 def check_run(run: Path) -> None:
-    for name in ("head.glb", "subject/image_512.png", "subject/mask.png", "subject/camera.json", "subject/identity.npz"):
+    for name in ("head.glb", *(f"subject/{file}" for file in (IMAGE_SMALL, MASK, CAMERA, IDENTITY))):
         if not (run / name).is_file():
             raise UserError(f"{run} is not a finished run: {name} is missing")
 
@@ -200,13 +151,14 @@ def evaluate_run(run: Path, cfg: Config) -> dict[str, Any]:
     mesh = read_mesh(run / "head.glb")
     views = render_eval_views(mesh, cfg.export)
     write_eval_views(views, run / "eval")
-    photo = np.asarray(Image.open(run / "subject" / "image_512.png").convert("RGB"))
-    rendered, photo_f, mask = reference_view(run, mesh)
+    subject = Subject.load(run / "subject")
+    photo = subject.image_uint8(subject.small_size)
+    rendered, photo_f, mask = reference_view(subject, mesh)
     masked = mask[..., None]
     metrics = {
         "identity_arcface_cosine": arcface_identity(photo, views, cfg.models.arcface) if cfg.models.arcface
         else not_computed("models.arcface is not set (dlib identity is reported instead)"),
-        "identity_dlib_distance": dlib_identity(run, views),
+        "identity_dlib_distance": dlib_identity(subject, views),
         "clip_i": clip_i(photo, views, cfg.models),
         "lpips": lpips_distance(rendered * masked, photo_f * masked, cfg.models),
         "psnr_db": computed(psnr_masked(rendered, photo_f, mask), True, note="reference view, inside the mask"),

@@ -10,8 +10,9 @@ from typing import Any, Callable, Optional
 import numpy as np
 import torch
 
-from common.errors import UserError
 from common import atomic
+from common.errors import UserError
+from guidance.weights import WeightFileError, unpickle_plain
 
 
 @dataclass
@@ -74,7 +75,6 @@ def load_checkpoint(path: Path) -> Optional[dict[str, Any]]:
     Raises UserError for a file that cannot be read as one."""
     if not path.is_file():
         return None
-    from guidance.weights import WeightFileError, unpickle_plain
 
     try:
         state = unpickle_plain(path)

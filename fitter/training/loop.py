@@ -15,9 +15,9 @@ from typing import Callable, Optional
 
 import torch
 
-from fitter.training.checkpoint import TrainState, load_checkpoint, save_checkpoint
-from fitter.context import RunContext
 from common.errors import DivergedError, StopRequested, UserError
+from fitter.context import RunContext
+from fitter.training.checkpoint import TrainState, load_checkpoint, save_checkpoint
 from fitter.training.progress import StageProgress
 
 log = logging.getLogger("headfit")

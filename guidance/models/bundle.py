@@ -8,8 +8,8 @@ from typing import Any
 
 import torch
 
-from fitter.config import ModelsConfig
 from guidance.models import loading
+from guidance.models.config import ModelsConfig
 from guidance.models.ip_adapter import attach_ip_adapter, read_ip_adapter
 from guidance.models.sources import LoadOptions, default_dtype, hub_offline, missing, model_spec, resolve
 from guidance.models.tiny import effective_models_config
@@ -47,7 +47,8 @@ class GuidanceModels:
 
 
 def load_options(models: ModelsConfig, device: str | torch.device = "cpu", precision: str = "fp16") -> LoadOptions:
-    return LoadOptions(models.cache_dir, models.allow_pickle, str(device), default_dtype(device, precision))
+    return LoadOptions(cache_dir=models.cache_dir, allow_pickle=models.allow_pickle, device=str(device),
+                       dtype=default_dtype(device, precision))
 
 
 def load_stable_diffusion(models: ModelsConfig, name: str = "base", device: str | torch.device = "cpu", precision: str = "fp16", scheduler: str = "ddpm") -> StableDiffusion:

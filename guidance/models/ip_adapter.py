@@ -8,20 +8,31 @@ Layout (the one h94/IP-Adapter-FaceID ships): ``image_proj`` holds the identity 
 only with ``allow_pickle`` (and then with ``torch.load(weights_only=True)``).
 The portrait model maps a 512-d ArcFace embedding to 16 tokens of 768 (SD1.5's cross-attention
 width); diffusers turns it into an `IPAdapterFaceIDImageProjection` and `IPAdapterAttnProcessor2_0`.
+
+Attaching goes through diffusers' private `UNet2DConditionModel._load_ip_adapter_weights`: the one public
+loader, `IPAdapterMixin.load_ip_adapter`, lives on pipelines (it also fetches files, an image encoder and
+FaceID LoRAs) and itself calls the private method; a bare UNet has no public way. Pinned to the tested
+diffusers release (`TESTED_DIFFUSERS`; tests/guidance/test_ip_adapter_loader.py checks the method there).
 """
 
 from __future__ import annotations
 
+import inspect
+from importlib import metadata
 from pathlib import Path
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
 
-from common.errors import MissingModelError
+from common.errors import MissingModelError, UserError
 from guidance.models.loading import PICKLE_SUFFIXES
 from guidance.weights import read_weight_file
 
 PARTS = ("image_proj", "ip_adapter")
+TESTED_DIFFUSERS = "0.42.1"
+LOADER = "_load_ip_adapter_weights"
+LOADER_PARAMETERS = ("state_dicts", "low_cpu_mem_usage")
 
 
 def split_flat(flat: dict[str, Tensor]) -> dict[str, dict[str, Tensor]]:
@@ -56,17 +67,34 @@ def read_ip_adapter(path: str | Path, allow_pickle: bool = False) -> dict[str, d
     return nested
 
 
-def attach_ip_adapter(unet: torch.nn.Module, state: dict[str, dict[str, Tensor]], scale: float = 1.0) -> None:
+def attach_ip_adapter(unet: Any, state: dict[str, dict[str, Tensor]], scale: float = 1.0) -> None:
     """Install the identity projection and IP attention processors into ``unet`` (in place)."""
     tokens_dim = state["image_proj"]["norm.weight"].shape[0]
     if tokens_dim != unet.config.cross_attention_dim:
         raise MissingModelError(f"IP-Adapter tokens are {tokens_dim}-d but the UNet's cross-attention is {unet.config.cross_attention_dim}-d: wrong IP-Adapter for this base model")
-    unet._load_ip_adapter_weights([state], low_cpu_mem_usage=False)
+    ip_adapter_loader(unet)([state], low_cpu_mem_usage=False)
     unet.requires_grad_(False)
     set_ip_scale(unet, scale)
 
 
-def set_ip_scale(unet: torch.nn.Module, scale: float) -> None:
+def ip_adapter_loader(unet: torch.nn.Module) -> Callable[..., None]:
+    """``unet``'s diffusers IP-Adapter loader (see module docstring), or a one-line error naming the tested release."""
+    load = getattr(unet, LOADER, None)
+    if load is None or tuple(inspect.signature(load).parameters)[:2] != LOADER_PARAMETERS:
+        raise UserError(f"diffusers {_diffusers_version()} has no {type(unet).__name__}.{LOADER}(state_dicts, low_cpu_mem_usage), "
+                        f"which attaches IP-Adapters; headfit is tested with diffusers {TESTED_DIFFUSERS}: "
+                        f"pip install diffusers=={TESTED_DIFFUSERS}")
+    return load
+
+
+def _diffusers_version() -> str:
+    try:
+        return metadata.version("diffusers")
+    except metadata.PackageNotFoundError:
+        return "(not installed)"
+
+
+def set_ip_scale(unet: Any, scale: float) -> None:
     """Identity-token strength of every IP attention processor (0 skips the identity branch)."""
     for processor in unet.attn_processors.values():
         if hasattr(processor, "to_k_ip"):
@@ -77,11 +105,11 @@ def has_ip_adapter(unet: torch.nn.Module) -> bool:
     return getattr(unet.config, "encoder_hid_dim_type", None) == "ip_image_proj"
 
 
-def num_identity_tokens(unet: torch.nn.Module) -> int:
+def num_identity_tokens(unet: Any) -> int:
     """Tokens per identity embedding (16 for the portrait model)."""
     return int(unet.encoder_hid_proj.image_projection_layers[0].num_tokens)
 
 
-def identity_embedding_dim(unet: torch.nn.Module) -> int:
+def identity_embedding_dim(unet: Any) -> int:
     """Width of the identity embedding the projection expects (512 for ArcFace)."""
     return int(unet.encoder_hid_proj.image_projection_layers[0].ff.net[0].proj.in_features)

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
-from fitter.config import ModelsConfig
 from common.errors import MissingModelError
+from guidance.models.config import ModelsConfig
 from guidance.registry import ModelSpec, _looks_like_hub_id, locate
 
 # field -> (role, probe file that shows the model is present)

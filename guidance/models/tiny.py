@@ -12,12 +12,13 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import save_file
 
-from fitter.config import ModelsConfig
 from guidance.models import tiny_builders as tb
+from guidance.models.config import ModelsConfig
 from guidance.models.ip_adapter import flatten
 
 VERSION = "v1"
@@ -86,7 +87,7 @@ def ensure_tiny_models(root: Path | None = None) -> Path:
 def tiny_models_config(models: ModelsConfig, root: Path | None = None) -> ModelsConfig:
     """``models`` with every model field pointing at the tiny folders (built if needed)."""
     root = ensure_tiny_models(root)
-    fields = {name: str(root / name) for name in TINY_FIELDS - {"arcface"}}
+    fields: dict[str, Any] = {name: str(root / name) for name in TINY_FIELDS - {"arcface"}}
     return dataclasses.replace(models, preset="real", ip_adapter_weight=IP_WEIGHT, arcface=str(root / "arcface" / "tiny_arcface.onnx"), **fields)
 
 

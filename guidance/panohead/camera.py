@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from representations.cameras import Camera
+from representations.cameras import Camera, look_at
 
 PANOHEAD_RADIUS = 2.7
 PANOHEAD_PIVOT = (0.0, 0.0, 0.2)
@@ -39,7 +39,5 @@ def camera_label(camera: Camera, scale: float) -> torch.Tensor:
 
 def average_label(scale: float = 1.0) -> torch.Tensor:
     """The label of PanoHead's average (frontal) camera, built as one of our cameras."""
-    from representations.cameras import look_at
-
     c2w = look_at(np.array([0.0, 0.0, PANOHEAD_RADIUS]) * scale, np.array(PANOHEAD_PIVOT) * scale)
     return camera_label(Camera.from_normalized_focal(np.linalg.inv(c2w), 512), scale)

@@ -20,11 +20,11 @@ import json
 import os
 from pathlib import Path
 
+from common import atomic
 from guidance.panohead.errors import CheckpointError, OutputLocationError
 from guidance.panohead.pickle_vm import LIMITS, PickleLimits
 from guidance.panohead.unpickle import NetworkWeights, extract_network, load_restricted
 from guidance.weights import read_safetensors, read_safetensors_metadata
-from common import atomic
 
 FORMAT = "headfit-panohead-1"
 OUT_SUFFIX = ".safetensors"

@@ -173,11 +173,13 @@ class PanoHeadGenerator(nn.Module):
         return {"image": image, "image_raw": rgb, "image_depth": depth_image, "image_mask": opacity * (1 + 2 * 0.001) - 0.001}
 
     def _background(self, ws: Tensor, size: int, noise_mode: str) -> Tensor:
-        count = self.bcg_synthesis.num_ws
+        bcg_synthesis = self.bcg_synthesis
+        assert bcg_synthesis is not None  # called only for generators with a background network
+        count = bcg_synthesis.num_ws
         ws_bcg = ws[:, :count]
         if ws_bcg.shape[1] < count:
             ws_bcg = torch.cat([ws_bcg, ws_bcg[:, -1:].repeat(1, count - ws_bcg.shape[1], 1)], 1)
-        image = self.bcg_synthesis(ws_bcg, noise_mode)
+        image = bcg_synthesis(ws_bcg, noise_mode)
         return F.interpolate(image, size=(size, size), mode="bilinear", align_corners=False, antialias=bool(self.cfg.rendering("sr_antialias", True)))
 
     def forward(self, ws: Tensor, c: Tensor, **kwargs) -> dict[str, Tensor]:

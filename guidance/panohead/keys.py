@@ -16,6 +16,7 @@ from typing import Optional
 
 import torch
 
+from guidance.panohead.convert import read_weights
 from guidance.panohead.errors import CheckpointError
 from guidance.panohead.generator import GeneratorConfig, PanoHeadGenerator
 from guidance.panohead.unpickle import NetworkWeights
@@ -73,6 +74,4 @@ def generator_from_weights(weights: NetworkWeights) -> PanoHeadGenerator:
 
 def load_generator(path: str | Path) -> PanoHeadGenerator:
     """A ready (eval, frozen) generator from the official ``.pkl`` or our ``.safetensors`` conversion."""
-    from guidance.panohead.convert import read_weights
-
     return generator_from_weights(read_weights(path))

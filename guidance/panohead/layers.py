@@ -89,6 +89,8 @@ def modulated_conv2d(x: Tensor, weight: Tensor, styles: Tensor, demodulate: bool
 class SynthesisLayer(nn.Module):
     """Modulated 3x3 conv (+ optional 2× upsampling), noise input, bias, lrelu, clamp."""
 
+    noise_const: Tensor  # buffer (with use_noise)
+
     def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, up: int = 1,
                  conv_clamp: Optional[float] = None, use_noise: bool = True, kernel_size: int = 3):
         super().__init__()

@@ -70,6 +70,7 @@ class SynthesisNetwork(nn.Module):
             block = getattr(self, f"b{res}")
             x, img = block(x, img, ws[:, start:start + block.num_conv + 1], noise_mode)
             start += block.num_conv
+        assert img is not None  # there is at least one block
         return img
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pickletools
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Callable, Optional, Protocol
+from typing import IO, Any, BinaryIO, Callable, Optional, Protocol, cast
 
 from guidance.panohead.errors import CheckpointError, PickleLimitError, UnsafePickleError
 
@@ -140,7 +140,7 @@ class Machine:
         self.memo: dict[int, Any] = {}
 
     def load(self) -> Any:
-        for opcode, arg, _ in pickletools.genops(self.reader):
+        for opcode, arg, _ in pickletools.genops(cast(IO[bytes], self.reader)):  # genops only calls read/readline
             self.budget.opcode()
             if opcode.name == "STOP":
                 return self.pop()
@@ -301,7 +301,7 @@ def _refuse(reason: str) -> Callable[[Machine, Any], None]:
 _ATOMS = ("INT", "BININT", "BININT1", "BININT2", "LONG", "LONG1", "LONG4", "FLOAT", "BINFLOAT", "STRING", "BINSTRING",
           "SHORT_BINSTRING", "BINBYTES", "SHORT_BINBYTES", "BINBYTES8", "UNICODE", "BINUNICODE", "SHORT_BINUNICODE",
           "BINUNICODE8")
-_HANDLERS: dict[str, Callable[[Machine, Any], None]] = {
+_HANDLERS: dict[str, Callable[[Machine, Any], object]] = {
     **{name: Machine.atom for name in _ATOMS},
     "PROTO": lambda m, arg: None,
     "FRAME": lambda m, arg: None,

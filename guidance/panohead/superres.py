@@ -38,7 +38,7 @@ def layout_for(module_name: str, img_resolution: int, channels: Optional[tuple[i
     if short not in LAYOUTS:
         raise ValueError(f"unsupported super-resolution module {module_name!r} (known: {', '.join(LAYOUTS)})")
     layout = LAYOUTS[short](img_resolution)
-    return layout if channels is None else SuperResolutionLayout(layout.input_resolution, tuple(channels), layout.first_block_up)
+    return layout if channels is None else SuperResolutionLayout(layout.input_resolution, (int(channels[0]), int(channels[1])), layout.first_block_up)
 
 
 class SuperResolution(nn.Module):

@@ -196,7 +196,7 @@ class NetworkPolicy:
             obj.__setstate__(state)
         elif isinstance(obj, np.dtype):
             _check_dtype_state(state)
-            obj.__setstate__(state)
+            obj.__setstate__(state)  # type: ignore[attr-defined]  # exists at runtime; numpy's stubs omit it
         else:
             raise _refused(f"setting the state of a {type(obj).__name__}")
 
@@ -230,7 +230,12 @@ class NetworkPolicy:
         if magic != _LEGACY_MAGIC or protocol != _LEGACY_PROTOCOL or not isinstance(info, dict) or info.get("little_endian") is not True:
             raise CheckpointError("malformed tensor storage (not a little-endian legacy torch.save blob)")
         ids: list[tuple] = []
-        self._embedded(stream, len(data), lambda pid: ids.append(pid) or len(ids))
+
+        def persistent_load(pid: tuple) -> int:
+            ids.append(pid)
+            return len(ids)
+
+        self._embedded(stream, len(data), persistent_load)
         keys = self._embedded(stream, len(data))
         dtype, numel = _storage_header(ids, keys)
         count = int.from_bytes(stream.read(8), "little")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 
 import torch
@@ -50,8 +49,7 @@ class DMTet(nn.Module):
         if config.band is None and config.resolution > MAX_DENSE_RESOLUTION:
             raise ValueError(f"dense resolution {config.resolution} > {MAX_DENSE_RESOLUTION}: set DMTetConfig.band")
         self.config = config
-        box = dataclasses.replace(config.hashgrid, bbox_min=(-config.bound,) * 3, bbox_max=(config.bound,) * 3)
-        self.field = HashGridMLP(4, box, backend=config.backend, seed=config.seed)
+        self.field = HashGridMLP(4, config.hashgrid, backend=config.backend, seed=config.seed, bound=config.bound)
         self.grid: TetGrid | None = None if config.band else dense_grid(config.resolution, config.bound)
 
     @property
@@ -73,19 +71,17 @@ class DMTet(nn.Module):
 
     def rebuild_band(self) -> TetGrid:
         """Rebuild the narrow band around the current zero level set; returns the new grid."""
-        if not self.config.band:
-            raise ValueError("rebuild_band() needs DMTetConfig.band")
         cfg = self.config
+        if not cfg.band:
+            raise ValueError("rebuild_band() needs DMTetConfig.band")
         self.grid = band_grid(self.sdf, cfg.resolution, cfg.bound, cfg.band, cfg.band_coarse_res, cfg.max_band_cubes, self.device)
         return self.grid
 
     def _grid_on_device(self) -> TetGrid:
-        if self.grid is None:
-            self.rebuild_band()
-        if self.grid.verts.device != self.device:
-            g = self.grid
-            self.grid = TetGrid(g.verts.to(self.device), g.tets.to(self.device), g.resolution, g.bound)
-        return self.grid
+        g = self.grid if self.grid is not None else self.rebuild_band()
+        if g.verts.device != self.device:
+            g = self.grid = TetGrid(g.verts.to(self.device), g.tets.to(self.device), g.resolution, g.bound)
+        return g
 
     def _sdf_and_deform_checkpointed(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``sdf_and_deform`` in chunks whose activations are recomputed in backward.

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
+
+from common.errors import require
 
 PRIMES = (1, 2654435761, 805459861)
 """Instant-NGP spatial-hash primes for x, y, z."""
@@ -13,10 +16,8 @@ PRIMES = (1, 2654435761, 805459861)
 
 @dataclass(frozen=True)
 class HashGridConfig:
-    """Parameters of a multiresolution hash encoding plus its small MLP head.
-
-    ``per_level_scale`` wins over ``finest_res`` when given.  Inputs are points in the box
-    ``[bbox_min, bbox_max]`` (clamped to it), mapped to ``[0, 1]^3`` before encoding.
+    """Parameters of a multiresolution hash encoding plus its small MLP head (the run config's
+    `fit.geometry.hashgrid` section). ``per_level_scale`` wins over ``finest_res`` when given.
     """
 
     levels: int = 16
@@ -24,12 +25,18 @@ class HashGridConfig:
     log2_table: int = 19
     base_res: int = 16
     finest_res: int = 4096
-    per_level_scale: float | None = None
+    per_level_scale: Optional[float] = None
     hidden: int = 64
     layers: int = 2
-    bbox_min: tuple[float, float, float] = (-1.0, -1.0, -1.0)
-    bbox_max: tuple[float, float, float] = (1.0, 1.0, 1.0)
     init_range: float = 1e-4
+
+    def __post_init__(self) -> None:
+        require(1 <= self.levels <= 32 and 10 <= self.log2_table <= 24, "levels",
+                "must be in [1, 32] with log2_table in [10, 24]")
+        require(1 <= self.base_res <= self.finest_res, "base_res", "must be in [1, finest_res]")
+        require(self.hidden >= 1 and self.layers >= 1, "hidden", "and layers must be >= 1")
+        require(self.features >= 1 and self.init_range >= 0, "features", "must be >= 1 with init_range >= 0")
+        require(self.per_level_scale is None or self.per_level_scale >= 1, "per_level_scale", "must be >= 1 or null")
 
     @property
     def scale(self) -> float:
@@ -67,8 +74,6 @@ class LevelLayout:
 
 def level_layout(config: HashGridConfig) -> LevelLayout:
     """Table layout for ``config``; dense levels always come first (resolution grows)."""
-    if not 1 <= config.log2_table <= 30:
-        raise ValueError(f"log2_table must be in [1, 30], got {config.log2_table}")
     table = 1 << config.log2_table
     log2_scale = np.float32(math.log2(config.scale))
     scales, resolutions, sizes, offsets = [], [], [], [0]

@@ -18,9 +18,13 @@ class HashGridEncoding(nn.Module):
     The single parameter ``params`` (levels' tables concatenated, entry-major, tcnn's layout) is the
     same for both backends, so a state dict trained with one loads into the other.
     ``backend="auto"`` picks tcnn when it imports and the module lives on CUDA, torch otherwise.
+    Inputs are points in the box ``[-bound, bound]^3`` (clamped to it), mapped to ``[0, 1]^3`` first.
     """
 
-    def __init__(self, config: HashGridConfig = HashGridConfig(), backend: str = "auto", seed: int = 0):
+    bbox_min: torch.Tensor  # buffers
+    bbox_max: torch.Tensor
+
+    def __init__(self, config: HashGridConfig = HashGridConfig(), backend: str = "auto", seed: int = 0, bound: float = 1.0):
         super().__init__()
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
@@ -32,8 +36,8 @@ class HashGridEncoding(nn.Module):
         gen = torch.Generator().manual_seed(seed)
         init = (torch.rand(self.layout.entries * config.features, generator=gen) * 2 - 1) * config.init_range
         self.params = nn.Parameter(init)
-        self.register_buffer("bbox_min", torch.tensor(config.bbox_min, dtype=torch.float32), persistent=False)
-        self.register_buffer("bbox_max", torch.tensor(config.bbox_max, dtype=torch.float32), persistent=False)
+        self.register_buffer("bbox_min", torch.full((3,), -bound, dtype=torch.float32), persistent=False)
+        self.register_buffer("bbox_max", torch.full((3,), bound, dtype=torch.float32), persistent=False)
         self._tcnn = None  # built lazily on first CUDA call
 
     @property

@@ -12,12 +12,13 @@ from .encoding import HashGridEncoding
 class HashGridMLP(nn.Module):
     """(N, 3) points → (N, out_channels): encoding, ``config.layers`` hidden layers of ``config.hidden``.
 
-    Construction is deterministic in ``seed`` and leaves the global RNG untouched.
+    Construction is deterministic in ``seed`` and leaves the global RNG untouched. Points live in ``[-bound, bound]^3``.
     """
 
-    def __init__(self, out_channels: int, config: HashGridConfig = HashGridConfig(), backend: str = "auto", seed: int = 0):
+    def __init__(self, out_channels: int, config: HashGridConfig = HashGridConfig(), backend: str = "auto", seed: int = 0,
+                 bound: float = 1.0):
         super().__init__()
-        self.encoding = HashGridEncoding(config, backend=backend, seed=seed)
+        self.encoding = HashGridEncoding(config, backend=backend, seed=seed, bound=bound)
         widths = [config.out_dim] + [config.hidden] * config.layers
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)

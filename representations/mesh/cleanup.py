@@ -22,6 +22,7 @@ def remove_unreferenced_vertices(mesh: Mesh) -> Mesh:
     if mesh.vertex_colors is not None:
         fields["vertex_colors"] = mesh.vertex_colors.detach()[verts_used]
     if mesh.uv is not None:
+        assert mesh.uv_faces is not None  # Mesh checks that uv and uv_faces come together
         uv_used, fields["uv_faces"] = _compact(mesh.uv_faces, mesh.uv.shape[0])
         fields["uv"] = mesh.uv.detach()[uv_used]
     return mesh.replace(**fields)

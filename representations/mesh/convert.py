@@ -7,6 +7,8 @@ copies, which makes `mesh_from_trimesh(mesh_to_trimesh(m))` return m's vertices 
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 import torch
 import trimesh
@@ -25,6 +27,7 @@ def mesh_to_trimesh(mesh: Mesh) -> trimesh.Trimesh:
         colors = None if mesh.vertex_colors is None else _colors_to_uint8(mesh.vertex_colors)
         return trimesh.Trimesh(verts, faces, vertex_colors=colors, process=False)
     uv = mesh.uv.detach().cpu().double().numpy()
+    assert mesh.uv_faces is not None  # Mesh checks that uv and uv_faces come together
     split_verts, split_uv, split_faces = _split_at_seams(verts, faces, uv, mesh.uv_faces.cpu().numpy())
     visual = trimesh.visual.TextureVisuals(uv=split_uv, material=_pbr_material(mesh.texture))
     return trimesh.Trimesh(split_verts, split_faces, visual=visual, process=False)
@@ -41,7 +44,7 @@ def mesh_from_trimesh(tm: trimesh.Trimesh | trimesh.Scene, device: torch.device 
     uv, image = _uv_and_image(tm)
     fields: dict = {}
     if uv is None:
-        if getattr(tm.visual, "kind", None) == "vertex":
+        if isinstance(tm.visual, trimesh.visual.ColorVisuals) and tm.visual.kind == "vertex":
             fields["vertex_colors"] = torch.from_numpy(np.asarray(tm.visual.vertex_colors)[:, :3] / 255.0).float().to(device)
     else:
         uv, uv_faces = _compact_uv(uv, faces)
@@ -122,4 +125,4 @@ def _scene_to_mesh(scene: trimesh.Scene) -> trimesh.Trimesh:
     parts = [g for g in scene.dump() if isinstance(g, trimesh.Trimesh)]
     if not parts:
         raise ValueError("the scene has no triangle meshes")
-    return parts[0] if len(parts) == 1 else trimesh.util.concatenate(parts)
+    return parts[0] if len(parts) == 1 else cast(trimesh.Trimesh, trimesh.util.concatenate(parts))  # Trimesh in, Trimesh out

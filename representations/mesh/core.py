@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -71,30 +72,19 @@ class Mesh:
     def clone(self) -> "Mesh":
         return self._map(lambda t: t.clone())
 
-    def replace(self, **fields: torch.Tensor | None) -> "Mesh":
+    def replace(self, **fields: Any) -> "Mesh":
         """A copy with some fields replaced (validated again)."""
         return dataclasses.replace(self, **fields)
 
     def without_uv(self) -> "Mesh":
         return self.replace(uv=None, uv_faces=None, texture=None)
 
-    def to_trimesh(self):
-        """A `trimesh.Trimesh` (vertices split at UV seams when textured); see `convert.py`."""
-        from .convert import mesh_to_trimesh
-
-        return mesh_to_trimesh(self)
-
-    @staticmethod
-    def from_trimesh(tm, device: torch.device | str = "cpu") -> "Mesh":
-        from .convert import mesh_from_trimesh
-
-        return mesh_from_trimesh(tm, device=device)
-
     def _map(self, fn) -> "Mesh":
-        return Mesh(**{f.name: (None if (v := getattr(self, f.name)) is None else fn(v)) for f in dataclasses.fields(self)})
+        fields: dict[str, Any] = {f.name: (None if (v := getattr(self, f.name)) is None else fn(v)) for f in dataclasses.fields(self)}
+        return Mesh(**fields)
 
 
-def _check_shape(name: str, tensor: torch.Tensor, shape: tuple[int | None, ...]) -> None:
+def _check_shape(name: str, tensor: object, shape: tuple[int | None, ...]) -> None:
     if not isinstance(tensor, torch.Tensor):
         raise TypeError(f"Mesh.{name} must be a torch.Tensor, got {type(tensor).__name__}")
     ok = tensor.ndim == len(shape) and all(want is None or got == want for got, want in zip(tensor.shape, shape))

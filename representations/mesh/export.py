@@ -52,14 +52,15 @@ def save_obj(mesh: Mesh, path: str | Path) -> None:
     last, so a crash leaves the previous set readable.
     """
     path = Path(path)
-    textured = mesh.texture is not None and mesh.uv is not None
+    texture = mesh.texture if mesh.uv is not None else None
+    textured = texture is not None
     mtl_path, png_path = path.with_suffix(".mtl"), path.with_suffix(".png")
     with contextlib.ExitStack() as stack:
         obj_tmp = stack.enter_context(atomic_path(path))
-        if textured:
+        if texture is not None:
             mtl_tmp = stack.enter_context(atomic_path(mtl_path))
             png_tmp = stack.enter_context(atomic_path(png_path))
-            texture_to_image(mesh.texture).save(png_tmp, format="PNG")
+            texture_to_image(texture).save(png_tmp, format="PNG")
             mtl_tmp.write_text(_mtl_text(png_path.name))
         obj_tmp.write_text(_obj_text(mesh, mtl_path.name if textured else None))
 
@@ -88,6 +89,7 @@ def _obj_text(mesh: Mesh, mtl_name: str | None) -> str:
     np.savetxt(out, mesh.uv.detach().cpu().double().numpy(), fmt="vt %.9g %.9g")
     if mtl_name is not None:
         out.write(f"usemtl {MATERIAL_NAME}\n")
+    assert mesh.uv_faces is not None  # Mesh checks that uv and uv_faces come together
     corners = np.stack([faces, mesh.uv_faces.cpu().numpy() + 1], axis=-1).reshape(-1, 6)
     np.savetxt(out, corners, fmt="f %d/%d %d/%d %d/%d")
     return out.getvalue()

@@ -5,6 +5,8 @@ Shapes: verts (V, 3) float, faces (F, 3) long.
 
 from __future__ import annotations
 
+from typing import Literal, overload
+
 import torch
 import torch.nn.functional as F
 
@@ -41,6 +43,10 @@ def half_edges(faces: torch.Tensor) -> torch.Tensor:
     return torch.cat([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]], dim=0)
 
 
+@overload
+def unique_edges(faces: torch.Tensor, return_inverse: Literal[False] = False) -> torch.Tensor: ...
+@overload
+def unique_edges(faces: torch.Tensor, return_inverse: Literal[True]) -> tuple[torch.Tensor, torch.Tensor]: ...
 def unique_edges(faces: torch.Tensor, return_inverse: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """(E, 2) undirected edges (smaller index first), sorted.
 

@@ -30,6 +30,8 @@ def read_mesh(path: str | Path, device: torch.device | str = "cpu") -> Mesh:
     try:
         # not maintain_order=True: with it trimesh 5.2 pairs OBJ uvs with the wrong vertices
         loaded = trimesh.load(path, process=False)
+        if not isinstance(loaded, (trimesh.Trimesh, trimesh.Scene)):
+            raise TypeError(f"a {type(loaded).__name__}, not a mesh or a scene")
         mesh = mesh_from_trimesh(loaded, device=device)
     except Exception as error:  # trimesh's parsers raise arbitrary types on malformed files
         detail = " ".join(str(error).split())[:ERROR_DETAIL_CHARS]

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from common.errors import require
+
 from .cleanup import decimate
 from .core import Mesh
 from .errors import UVUnwrapError
@@ -26,20 +28,26 @@ _WORKER = Path(__file__).with_name("_xatlas_worker.py")
 
 @dataclass(frozen=True)
 class UnwrapOptions:
-    """resolution: the texture size the atlas is packed for (xatlas PackOptions.resolution).
+    """The run config's `fit.texture.unwrap` section; the texture size the atlas is packed for (xatlas
+    PackOptions.resolution) is `unwrap_uv`'s ``resolution``.
     padding: gap between charts in atlas texels. xatlas sizes the atlas only approximately to
     ``resolution`` (often up to ~30 % larger); UVs are normalised to the atlas, so in the final
     texture the gap is ``padding · resolution / max(atlas width, height)`` texels (see `AtlasInfo`).
     max_faces: meshes above this are decimated first (xatlas: ~12 s for 40k faces on our CPU).
     timeout_s: wall-clock limit for the child process."""
 
-    resolution: int = 1024
     padding: int = 4
     max_faces: int = 50_000
     timeout_s: float = 300.0
     block_align: bool = False
     brute_force: bool = False
     max_chart_iterations: int = 1
+
+    def __post_init__(self) -> None:
+        require(0 <= self.padding <= 64 and 0 < self.timeout_s <= 86400, "padding",
+                "must be in [0, 64] with timeout_s in (0, 86400]")
+        require(self.max_faces >= 1000, "max_faces", "must be >= 1000")
+        require(self.max_chart_iterations >= 1, "max_chart_iterations", "must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -52,22 +60,23 @@ class AtlasInfo:
     """The smallest chart gap in texels of a ``resolution``² texture."""
 
 
-def unwrap_uv(mesh: Mesh, options: UnwrapOptions = UnwrapOptions()) -> Mesh:
-    """A copy of ``mesh`` with ``uv`` (T, 2) and ``uv_faces`` (F, 3) from xatlas; texture dropped.
+def unwrap_uv(mesh: Mesh, resolution: int, options: UnwrapOptions = UnwrapOptions()) -> Mesh:
+    """A copy of ``mesh`` with ``uv`` (T, 2) and ``uv_faces`` (F, 3) from xatlas, packed for a
+    ``resolution``² texture; texture dropped.
 
     Meshes with more than ``options.max_faces`` faces are decimated first, so the returned geometry
     may be coarser; otherwise ``verts`` are the input's and ``faces`` the same triangles.
     Raises `UVUnwrapError` when the worker crashes, times out, or returns an unusable atlas.
     """
-    return unwrap_uv_with_info(mesh, options)[0]
+    return unwrap_uv_with_info(mesh, resolution, options)[0]
 
 
-def unwrap_uv_with_info(mesh: Mesh, options: UnwrapOptions = UnwrapOptions()) -> tuple[Mesh, AtlasInfo]:
+def unwrap_uv_with_info(mesh: Mesh, resolution: int, options: UnwrapOptions = UnwrapOptions()) -> tuple[Mesh, AtlasInfo]:
     if mesh.num_faces > options.max_faces:
         mesh = decimate(mesh, options.max_faces)
     verts = mesh.verts.detach().cpu().numpy().astype(np.float32)
     faces = mesh.faces.cpu().numpy().astype(np.uint32)
-    vmapping, indices, uvs, info = run_xatlas(verts, faces, options)
+    vmapping, indices, uvs, info = run_xatlas(verts, faces, resolution, options)
     device = mesh.verts.device
     out = Mesh(
         verts=mesh.verts.detach(),
@@ -79,7 +88,8 @@ def unwrap_uv_with_info(mesh: Mesh, options: UnwrapOptions = UnwrapOptions()) ->
     return out, info
 
 
-def run_xatlas(verts: np.ndarray, faces: np.ndarray, options: UnwrapOptions) -> tuple[np.ndarray, np.ndarray, np.ndarray, AtlasInfo]:
+def run_xatlas(verts: np.ndarray, faces: np.ndarray, resolution: int,
+               options: UnwrapOptions) -> tuple[np.ndarray, np.ndarray, np.ndarray, AtlasInfo]:
     """xatlas on (V, 3) float32 verts and (F, 3) uint32 faces in a child process.
 
     Returns vmapping (N,) original vertex of each atlas vertex, indices (F, 3) into the atlas
@@ -89,9 +99,9 @@ def run_xatlas(verts: np.ndarray, faces: np.ndarray, options: UnwrapOptions) -> 
         workdir = Path(tmp)
         np.save(workdir / "verts.npy", np.ascontiguousarray(verts, dtype=np.float32))
         np.save(workdir / "faces.npy", np.ascontiguousarray(faces, dtype=np.uint32))
-        (workdir / "options.json").write_text(json.dumps(asdict(options)))
+        (workdir / "options.json").write_text(json.dumps(asdict(options) | {"resolution": resolution}))
         _run_worker(workdir, options.timeout_s, what=f"{len(verts)} vertices, {len(faces)} faces")
-        return _read_result(workdir, len(verts), len(faces), options)
+        return _read_result(workdir, len(verts), len(faces), resolution, options)
 
 
 def _run_worker(workdir: Path, timeout_s: float, what: str) -> None:
@@ -112,7 +122,7 @@ def _run_worker(workdir: Path, timeout_s: float, what: str) -> None:
     raise UVUnwrapError(f"xatlas worker {cause} on a mesh with {what}" + (f": {detail}" if detail else ""))
 
 
-def _read_result(workdir: Path, num_verts: int, num_faces: int, options: UnwrapOptions):
+def _read_result(workdir: Path, num_verts: int, num_faces: int, resolution: int, options: UnwrapOptions):
     try:
         vmapping = np.load(workdir / "vmapping.npy", allow_pickle=False).astype(np.int64)
         indices = np.load(workdir / "indices.npy", allow_pickle=False).astype(np.int64)
@@ -123,7 +133,7 @@ def _read_result(workdir: Path, num_verts: int, num_faces: int, options: UnwrapO
     problem = _result_problem(vmapping, indices, uvs, raw, num_verts, num_faces)
     if problem:
         raise UVUnwrapError(f"xatlas returned an unusable atlas: {problem}")
-    gap = options.padding * options.resolution / max(raw["width"], raw["height"])
+    gap = options.padding * resolution / max(raw["width"], raw["height"])
     info = AtlasInfo(raw["chart_count"], raw["width"], raw["height"], raw["utilization"], gap)
     return vmapping, indices, np.clip(uvs, 0.0, 1.0), info
 

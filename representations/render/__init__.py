@@ -6,8 +6,24 @@ Single camera per call (loop over cameras for a batch). Conventions follow
 
 from representations.render.fragments import Fragments, interpolate, interpolate_packed
 from representations.render.nvdiffrast_backend import nvdiffrast_available
-from representations.render.rasterizer import PASSES, Rasterizer, default_rasterizer, render, resolve_backend, vertex_normals, world_to_clip
-from representations.render.texel import TexelSurface, TexelView, back_project, combine_views, dilate_texture, texel_surface, texel_visibility
+from representations.render.rasterizer import (
+    PASSES,
+    Rasterizer,
+    default_rasterizer,
+    render,
+    resolve_backend,
+    vertex_normals,
+    world_to_clip,
+)
+from representations.render.texel import (
+    TexelSurface,
+    TexelView,
+    back_project,
+    combine_views,
+    dilate_into_gutters,
+    texel_surface,
+    texel_visibility,
+)
 from representations.render.texture import mip_pyramid, sample_texture
 
 __all__ = [
@@ -19,7 +35,7 @@ __all__ = [
     "back_project",
     "combine_views",
     "default_rasterizer",
-    "dilate_texture",
+    "dilate_into_gutters",
     "interpolate",
     "interpolate_packed",
     "mip_pyramid",

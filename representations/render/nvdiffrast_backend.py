@@ -63,5 +63,5 @@ class NvdiffrastBackend:
     def _topology_hash(self, faces_i32: Tensor) -> Tensor:
         cached = self._topology
         if cached is None or cached[0].shape != faces_i32.shape or not torch.equal(cached[0], faces_i32):
-            self._topology = (faces_i32.clone(), self._dr.antialias_construct_topology_hash(faces_i32))
-        return self._topology[1]
+            cached = self._topology = (faces_i32.clone(), self._dr.antialias_construct_topology_hash(faces_i32))
+        return cached[1]

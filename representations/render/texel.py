@@ -12,6 +12,7 @@ from typing import Sequence
 
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 from torch import Tensor
 
 from representations.cameras import Camera
@@ -121,13 +122,13 @@ def back_project(image: Tensor, camera: Camera, surface: TexelSurface, mask: Ten
     return colour * usable.unsqueeze(-1), weight
 
 
-def combine_views(images: Sequence[Tensor], cameras: Sequence[Camera], surface: TexelSurface, masks: Sequence[Tensor | None] | None = None, *, cosine_power: float = 2.0, min_cosine: float = 0.0, fill_iterations: int = 0) -> tuple[Tensor, Tensor]:
+def combine_views(images: Sequence[Tensor], cameras: Sequence[Camera], surface: TexelSurface, masks: Sequence[Tensor | None] | None = None, *, cosine_power: float = 2.0, min_cosine: float = 0.0, fill_unseen: bool = False) -> tuple[Tensor, Tensor]:
     """Blend several back-projected views, each texel weighted by cosine**cosine_power.
 
     Returns:
         texture: (T, T, C) weighted mean colour (0 where no view saw the texel, unless filled).
         coverage: (T, T) the best view cosine per texel, 0 where unseen.
-    With ``fill_iterations`` > 0 unseen texels are filled from seen neighbours (`dilate_texture`),
+    With ``fill_unseen`` unseen texels take the nearest seen texel's colour (`dilate_into_gutters`),
     which keeps bilinear/mip lookups at UV-chart borders from blending in empty texels.
     """
     masks = [None] * len(images) if masks is None else masks
@@ -138,22 +139,21 @@ def combine_views(images: Sequence[Tensor], cameras: Sequence[Camera], surface: 
         total = colour * w[..., None] if total is None else total + colour * w[..., None]
         weight_sum = w if weight_sum is None else weight_sum + w
         coverage = weight if coverage is None else torch.maximum(coverage, weight)
+    if total is None or weight_sum is None or coverage is None:
+        raise ValueError("combine_views needs at least one view")
     texture = total / weight_sum.clamp_min(1e-12)[..., None]
-    if fill_iterations > 0:
-        texture = dilate_texture(texture, weight_sum > 0, fill_iterations)
+    if fill_unseen:
+        texture = dilate_into_gutters(texture, weight_sum > 0)
     return texture, coverage
 
 
-def dilate_texture(texture: Tensor, known: Tensor, iterations: int) -> Tensor:
-    """Grow known texels (T, T) into unknown ones, ``iterations`` texels outwards: each step sets an
-    unknown texel to the mean of its known 8-neighbours. texture (T, T, C)."""
-    image = texture.permute(2, 0, 1)[None] * known[None, None]
-    weight = known[None, None].to(texture.dtype)
-    kernel = torch.ones(1, 1, 3, 3, dtype=texture.dtype, device=texture.device)
-    for _ in range(iterations):
-        count = F.conv2d(weight, kernel, padding=1)
-        summed = F.conv2d(image, kernel.expand(image.shape[1], 1, 3, 3), padding=1, groups=image.shape[1])
-        grow = (weight == 0) & (count > 0)
-        image = torch.where(grow, summed / count.clamp_min(1.0), image)
-        weight = torch.where(grow, torch.ones_like(weight), weight)
-    return image[0].permute(1, 2, 0)
+def dilate_into_gutters(texture: Tensor, valid: Tensor) -> Tensor:
+    """Give every texel outside ``valid`` (T, T) the colour of the nearest valid texel: texels outside
+    the UV charts (gutters), so bilinear and mip lookups never reach an unfilled texel in any viewer,
+    or texels no view saw. texture (T, T, C)."""
+    valid_np = valid.cpu().numpy()
+    if valid_np.all() or not valid_np.any():
+        return texture
+    _, (rows, cols) = ndimage.distance_transform_edt(~valid_np, return_indices=True)
+    tex = texture.cpu().numpy()
+    return torch.from_numpy(tex[rows, cols]).to(texture)

@@ -64,11 +64,11 @@ class TorchRasterBackend:
         clip_np, faces_np = frags.extra["clip_np"], frags.extra["faces_np"]
         drawn = (clip_np[:, 3] >= NEAR_W)[faces_np].all(axis=1)
         screen_np = clip_to_screen(torch.from_numpy(clip_np), height, width).numpy()  # inf where w = 0: only undrawn faces
-        pairs, pair_edges = silhouette_crossings(screen_np, faces_np, drawn, edges, edge_faces, covered.cpu().numpy())
-        if len(pairs) == 0:
+        pairs_np, pair_edges = silhouette_crossings(screen_np, faces_np, drawn, edges, edge_faces, covered.cpu().numpy())
+        if len(pairs_np) == 0:
             return mask.view(height, width, 1)
         device = frags.clip.device
-        pairs = torch.from_numpy(pairs).to(device)
+        pairs = torch.from_numpy(pairs_np).to(device)
         ends = torch.from_numpy(edges[pair_edges]).to(device)
         # only the crossing edges' ends are differentiated, all in front of the camera
         a = clip_to_screen(frags.clip.index_select(0, ends[:, 0]), height, width)

@@ -1,0 +1,1 @@
+"""Stage `export`: the deliverables in OUT (`head.glb`, `head.obj`, views, turntable, metrics, report)."""

@@ -13,16 +13,17 @@ import logging
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
+from common import atomic
 from fitter.config import STAGES, ExportConfig
 from fitter.context import RunContext
 from fitter.evaluate.metrics import identity_distance, psnr_masked, ssim_masked
 from fitter.stages.export.report import write_report
 from fitter.stages.export.video import write_mp4
 from fitter.stages.export.views import render_rgb, to_uint8, write_views
-from common import atomic
-from representations.cameras import Camera, turntable
+from fitter.stages.intake.identity import dlib_embedding
+from fitter.subject import Subject
+from representations.cameras import turntable
 from representations.mesh import Mesh, read_mesh, save_glb, save_obj
 
 log = logging.getLogger("headfit")
@@ -36,7 +37,7 @@ def run(ctx: RunContext) -> None:
     views = write_views(mesh, cfg, ctx.out / "views")
     write_mp4(ctx.out / "turntable.mp4", turntable_frames(mesh, cfg), fps=cfg.turntable_fps)
     metrics = {
-        "stage_wall_s": stage_times(ctx.out),
+        "stage_wall_s": stage_times(ctx.out, ctx.subject),
         "reference": reference_metrics(mesh, ctx),
         "identity": identity_metrics(views, ctx),
         "mesh": {"vertices": mesh.num_verts, "faces": mesh.num_faces, "texture": list(mesh.texture.shape[:2])},
@@ -53,10 +54,9 @@ def turntable_frames(mesh: Mesh, cfg: ExportConfig):
         yield to_uint8(render_rgb(mesh, view.camera(cfg.turntable_size)))
 
 
-def stage_times(out: Path) -> dict[str, float]:
+def stage_times(out: Path, subject: Subject) -> dict[str, float]:
     times = {}
-    subject = json.loads((out / "subject" / "subject.json").read_text())
-    timings = subject.get("timings_s", {})
+    timings = subject.timings_s
     if timings:
         times["intake"] = float(timings.get("total", sum(timings.values())))
     for stage in STAGES[1:-1]:
@@ -68,9 +68,9 @@ def stage_times(out: Path) -> dict[str, float]:
 
 def reference_metrics(mesh: Mesh, ctx: RunContext) -> dict[str, float]:
     """PSNR/SSIM between the photo and the head rendered at the reference camera, inside the mask."""
-    photo = np.asarray(Image.open(ctx.subject_dir / "image_512.png").convert("RGB"), dtype=np.float32) / 255.0
-    mask = np.asarray(Image.open(ctx.subject_dir / "mask.png").convert("L").resize(photo.shape[1::-1], Image.BILINEAR), dtype=np.float32) / 255.0
-    camera = Camera.from_dict(ctx.read_json("subject/camera.json")).resized(photo.shape[1], photo.shape[0])
+    subject = ctx.subject
+    size = subject.small_size
+    photo, mask, camera = subject.image(size).numpy(), subject.mask(size).numpy(), subject.camera(size)
     rendered = render_rgb(mesh, camera, background=(0.0, 0.0, 0.0)).astype(np.float32)
     atomic.write_png(ctx.out / "views" / "reference.png", to_uint8(rendered))
     return {"psnr_db": psnr_masked(rendered, photo, mask), "ssim": ssim_masked(rendered, photo, mask)}
@@ -78,7 +78,5 @@ def reference_metrics(mesh: Mesh, ctx: RunContext) -> dict[str, float]:
 
 def identity_metrics(views: dict[str, np.ndarray], ctx: RunContext) -> dict[str, float | None]:
     """dlib distance between the input's embedding and each view (None: no face found there)."""
-    from fitter.stages.intake import dlib_embedding
-
-    reference = np.load(ctx.subject_dir / "identity.npz")["dlib"]
+    reference = ctx.subject.dlib_embedding
     return {name: identity_distance(reference, dlib_embedding(image)) for name, image in views.items()}

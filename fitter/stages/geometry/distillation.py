@@ -8,7 +8,6 @@ the subject's identity embedding (identity tokens only near the front; guidance/
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import Optional
@@ -17,10 +16,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from fitter.config import Config
 from fitter.context import RunContext
 from guidance.control import draw_face_landmarks, normal_control, to_control_tensor
-from guidance.isd import ISDConfig, ISDGuidance
+from guidance.isd import ISDGuidance
+from guidance.models import effective_models_config, load_isd_models
 from representations.cameras import OrbitRange, sample_orbits
 from representations.render import Rasterizer
 
@@ -29,19 +28,10 @@ LIGHT = (0.3, 0.5, 1.0)
 """Light direction for `shaded` renders, in the camera frame (from the upper right, behind the camera)."""
 
 
-def isd_config(cfg: Config) -> ISDConfig:
-    settings = dataclasses.asdict(cfg.fit.geometry.isd)
-    for key in ("identity_tokens", "landmark_control", "image", "precision"):
-        settings.pop(key)
-    return ISDConfig(prompt=cfg.prompt, seed=cfg.run.seed, **settings)
-
-
 def load_identity(ctx: RunContext) -> Optional[Tensor]:
-    """The ArcFace embedding the intake stored (None when no ArcFace model was configured)."""
-    with np.load(ctx.subject_dir / "identity.npz") as data:
-        if "arcface" not in data.files:
-            return None
-        return torch.from_numpy(np.asarray(data["arcface"], dtype=np.float32)).to(ctx.device)
+    """(512,) ArcFace embedding on the run's device (`Subject.arcface_embedding`; None when there is none)."""
+    embedding = ctx.subject.arcface_embedding(ctx.cfg.models)
+    return None if embedding is None else torch.from_numpy(embedding).to(ctx.device)
 
 
 def shaded(normal_cam: Tensor, mask: Tensor) -> Tensor:
@@ -79,18 +69,13 @@ class GuidanceStep:
 
 def build_guidance(ctx: RunContext, rng: np.random.Generator, rasterizer: Rasterizer) -> GuidanceStep:
     """Load the ISD models the config asks for and set up the guidance step."""
-    from guidance.models import effective_models_config, load_isd_models
-
     g = ctx.cfg.fit.geometry
     models = load_isd_models(effective_models_config(ctx.cfg.models), ctx.device, g.isd.precision,
                              identity=g.isd.identity_tokens, controlnets=("landmarks",) if g.isd.landmark_control else ())
-    isd = ISDGuidance.from_models(models, isd_config(ctx.cfg))
+    isd = ISDGuidance.from_models(models, g.isd, prompt=ctx.cfg.prompt, seed=ctx.cfg.run.seed)
     identity = load_identity(ctx) if g.isd.identity_tokens else None
-    if g.isd.identity_tokens and identity is None:
-        log.warning("geometry: no ArcFace embedding in subject/identity.npz (models.arcface unset): ISD runs without identity tokens")
-    landmarks = np.asarray(ctx.read_json("subject/landmarks.json")["world"], dtype=np.float64)
-    ranges = OrbitRange(g.view_azimuth, g.view_elevation, g.view_radius, g.view_fov)
-    return GuidanceStep(isd, landmarks, identity, ranges, g.guidance_size, g.isd.image, g.isd.landmark_control, rng, rasterizer)
+    landmarks = ctx.subject.landmarks_world
+    return GuidanceStep(isd, landmarks, identity, g.views, g.guidance_size, g.isd.image, g.isd.landmark_control, rng, rasterizer)
 
 
 def guidance_state(step: GuidanceStep) -> tuple[callable, callable]:

@@ -2,7 +2,7 @@
 
 Phase 1 fits the SDF to the init (`init/`): 1a regresses it to `init/sdf.npz`, 1b pulls its normal
 maps to the init's normal views (`fitter/stages/geometry/init_views.py`). Phase 2 (`steps`) sculpts it
-with the reference-view losses (mask, landmarks, reference normal/depth when `subject/normal.png` /
+with the reference-view losses (mask, landmarks, reference normal/depth when `reference/normal.png` /
 `depth.png` exist), a left-right symmetry prior for the unseen side, a prior towards the init where
 nothing else decides, and mesh regularisers. Writes `geometry/mesh.ply`, `geometry/geometry.json`
 and the checkpoints `geometry/init_views.pt` (phase 1b) and `geometry/sculpt.pt`.
@@ -17,10 +17,10 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from fitter.training.checkpoint import TrainState
+from common import atomic
+from common.errors import DivergedError
 from fitter.config import GeometryConfig
 from fitter.context import RunContext
-from common.errors import DivergedError
 from fitter.stages.geometry.distillation import GuidanceStep, build_guidance, guidance_state
 from fitter.stages.geometry.init_views import InitViewFit, agreement, load_init_views
 from fitter.stages.geometry.losses import (
@@ -33,12 +33,11 @@ from fitter.stages.geometry.losses import (
     loss_reference_normal,
     loss_symmetry,
 )
-from fitter.training.loop import TrainLoop
-from fitter.stages.reference.view import Reference, load_reference
 from fitter.stages.init.stage import read_init
-from common import atomic
-from representations.dmtet import DMTet, DMTetConfig
-from representations.hashgrid import HashGridConfig
+from fitter.stages.reference.view import Reference, load_reference
+from fitter.training.checkpoint import TrainState
+from fitter.training.loop import TrainLoop
+from representations.dmtet import DMTet, DMTetConfig, TetGrid
 from representations.mesh import Mesh, edge_face_pairs, keep_largest_component, loss_laplacian, loss_normal_consistency, save_ply
 from representations.render import Rasterizer
 
@@ -46,9 +45,7 @@ log = logging.getLogger("headfit")
 
 
 def build_dmtet(cfg: GeometryConfig, seed: int, device: torch.device) -> DMTet:
-    hashgrid = HashGridConfig(levels=cfg.hash_levels, log2_table=cfg.hash_log2_table, base_res=cfg.hash_base_res,
-                              finest_res=cfg.hash_finest_res, hidden=cfg.mlp_hidden, layers=cfg.mlp_layers)
-    config = DMTetConfig(resolution=cfg.grid_resolution, bound=cfg.bound, band=cfg.narrow_band, hashgrid=hashgrid,
+    config = DMTetConfig(resolution=cfg.grid_resolution, bound=cfg.bound, band=cfg.narrow_band, hashgrid=cfg.hashgrid,
                          backend=cfg.backend, seed=seed)
     return DMTet(config).to(device)
 
@@ -139,8 +136,6 @@ def band_state(dmtet: DMTet) -> tuple[Optional[Callable[[], dict]], Optional[Cal
         return {"band_verts": grid.verts.cpu(), "band_tets": grid.tets.cpu(), "band_res": grid.resolution}
 
     def put(extra: dict) -> None:
-        from representations.dmtet import TetGrid
-
         dmtet.grid = TetGrid(extra["band_verts"].to(dmtet.device), extra["band_tets"].to(dmtet.device), int(extra["band_res"]), dmtet.config.bound)
 
     return get, put
@@ -174,7 +169,7 @@ def run(ctx: RunContext) -> None:
     rebuild = band_rebuilder(dmtet, cfg)
     summary = fit_to_init(ctx, dmtet, init_sdf, init_mesh, rng, rasterizer, rebuild)
     optimizer = torch.optim.Adam(dmtet.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
-    guidance = build_guidance(ctx, rng, rasterizer) if cfg.lambda_isd > 0 else None
+    guidance = build_guidance(ctx, rng, rasterizer) if cfg.uses_isd else None
     hooks = [band_state(dmtet)] + ([guidance_state(guidance)] if guidance is not None else [])
     get_extra, set_extra = combine_extras(hooks)
     state = TrainState({"dmtet": dmtet}, {"adam": optimizer}, rng, get_extra, set_extra)

@@ -18,12 +18,12 @@ from pathlib import Path
 
 from fitter.config import InitConfig
 from fitter.context import RunContext
-from fitter.stages.init.user_mesh import mesh_grid_sdf
 from fitter.stages.init.multiview.fit import FitSettings, fit_surface
 from fitter.stages.init.multiview.loading import ViewSet, check_view_images, load_view_set, view_specs
 from fitter.stages.init.multiview.texture import bake_texture
 from fitter.stages.init.multiview.views import ViewSpec
 from fitter.stages.init.sdf_grid import GridSDF
+from fitter.stages.init.user_mesh import mesh_grid_sdf
 from representations.mesh import Mesh, save_obj
 
 log = logging.getLogger("headfit")

@@ -1,8 +1,8 @@
 """Init kind `gan_inversion`: invert the PanoHead generator on the subject photo, then hand its
 density to the geometry stage.
 
-1. Target: `subject/image.png` at the generator's output resolution, in the reference camera of
-   `subject/camera.json` (as a PanoHead camera label, `guidance.panohead.camera`).
+1. Target: the subject's crop at the generator's output resolution (`Subject.image`), in the subject's
+   reference camera (as a PanoHead camera label, `guidance.panohead.camera`).
 2. W-projection (StyleGAN2 projector schedule): w starts at the average w of `w_avg_samples`
    mapped latents; Adam, lr ramped up over the first `lr_rampup` and cosine-down over the last
    `lr_rampdown` of the steps; loss mse_weight·MSE + perceptual + w_reg·‖w − w_avg‖².
@@ -30,22 +30,23 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from scipy.ndimage import distance_transform_edt
 from skimage.measure import marching_cubes
 from torch import Tensor
 
-from fitter.context import RunContext
+from common import atomic
 from common.errors import StopRequested, UserError
+from fitter.context import RunContext
 from fitter.stages.init.sdf_grid import GridSDF
+from fitter.subject import Subject
 from guidance.panohead import PanoHeadGenerator, camera_label, load_generator, world_scale
 from guidance.panohead.camera import PANOHEAD_RADIUS
 from guidance.panohead.errors import CheckpointError
 from guidance.panohead.perceptual import perceptual_loss
 from guidance.weights import WeightFileError
-from common import atomic
 from representations.cameras import Camera
 from representations.mesh import Mesh, keep_largest_component
+from representations.render import default_rasterizer
 
 log = logging.getLogger("headfit")
 CHUNK = 1 << 18
@@ -58,10 +59,9 @@ def ramped_lr(t: float, lr: float, rampup: float, rampdown: float) -> float:
     return lr * ramp * (min(1.0, t / rampup) if rampup > 0 else 1.0)
 
 
-def target_image(path: Path, size: int) -> Tensor:
-    """The photo as (1, 3, size, size) in [-1, 1]."""
-    image = Image.open(path).convert("RGB").resize((size, size), Image.LANCZOS)
-    return torch.from_numpy(np.asarray(image, dtype=np.float32) / 127.5 - 1.0).permute(2, 0, 1)[None]
+def target_image(subject: Subject, size: int) -> Tensor:
+    """The subject's crop as (1, 3, size, size) in [-1, 1]."""
+    return torch.from_numpy(subject.image_uint8(size).astype(np.float32) / 127.5 - 1.0).permute(2, 0, 1)[None]
 
 
 def psnr(a: Tensor, b: Tensor) -> float:
@@ -164,8 +164,6 @@ def normal_view_cameras(gan, scale: float) -> list[Camera]:
 
 def write_normal_views(mesh: Mesh, cameras: list[Camera], folder: Path, backend: str = "auto") -> None:
     """init/normals/NNN.png (camera-space normals, RGB = (n + 1)/2, black outside) and cameras.json."""
-    from representations.render import default_rasterizer
-
     folder.mkdir(parents=True, exist_ok=True)
     rasterizer = default_rasterizer(backend)
     entries = []
@@ -184,10 +182,10 @@ def invert(ctx: RunContext, generator: PanoHeadGenerator) -> tuple[PanoHeadGener
     """Projection then pivotal tuning on the subject photo; returns the tuned generator, the pivot
     ws (1, num_ws, w_dim), the camera label (1, 25) and a summary."""
     gan = ctx.cfg.init.gan
-    reference = Camera.from_dict(ctx.read_json("subject/camera.json"))
+    reference = ctx.subject.camera()
     scale = world_scale(reference)
     c = camera_label(reference, scale)[None].to(ctx.device)
-    target = target_image(ctx.subject_dir / "image.png", generator.cfg.img_resolution).to(ctx.device)
+    target = target_image(ctx.subject, generator.cfg.img_resolution).to(ctx.device)
     perceptual = perceptual_loss(gan.lpips_weights, ctx.cfg.models.allow_pickle).to(ctx.device)
     stop = lambda: ctx.stop.requested  # noqa: E731
     w_avg = average_w(generator, c, gan.w_avg_samples, ctx.cfg.run.seed)

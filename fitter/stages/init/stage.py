@@ -15,20 +15,19 @@ from __future__ import annotations
 import json
 import logging
 
-import numpy as np
 import torch
-from PIL import Image
 from skimage.measure import marching_cubes
 
+from common import atomic
+from common.errors import UserError
 from fitter.config import Config
 from fitter.context import RunContext
-from common.errors import UserError
-from fitter.stages.init.user_mesh import check_encloses_volume, check_mesh_input, mesh_grid_sdf, user_mesh
+from fitter.stages.init.from_views import check_multiview_input, multiview_init
+from fitter.stages.init.gan import gan_inversion_init
 from fitter.stages.init.sdf_grid import GridSDF
 from fitter.stages.init.silhouette import SilhouetteVolume
 from fitter.stages.init.template_head import CHIN, TemplateHead, fit_to_landmarks, smooth_min
-from common import atomic
-from representations.cameras import Camera
+from fitter.stages.init.user_mesh import check_encloses_volume, check_mesh_input, mesh_grid_sdf, user_mesh
 from representations.mesh import Mesh, keep_largest_component, read_mesh, save_ply
 
 log = logging.getLogger("headfit")
@@ -46,19 +45,15 @@ def run(ctx: RunContext) -> None:
     bound = ctx.cfg.fit.geometry.bound
     surface = None
     if kind == "template":
-        head = fit_to_landmarks(np.asarray(ctx.read_json("subject/landmarks.json")["world"], dtype=np.float64))
+        head = fit_to_landmarks(ctx.subject.landmarks_world)
         hair = silhouette_volume(ctx)
         sdf = GridSDF.from_function(lambda p: smooth_min(head.sdf(p), hair(p), 0.05), SDF_RESOLUTION, bound)
         info = {"kind": "template", "template": head.to_dict(), "silhouette": True}
     elif kind == "mesh":
         sdf, info = _mesh_init(ctx, bound)
     elif kind == "gan_inversion":
-        from fitter.stages.init.gan import gan_inversion_init
-
         sdf, surface, info = gan_inversion_init(ctx, out, bound)
     elif kind == "multiview":
-        from fitter.stages.init.from_views import multiview_init
-
         sdf, surface, info = multiview_init(ctx, out, bound)
     else:  # validated by the config; a new kind must be added here
         raise UserError(f"init.kind={kind} is not available")
@@ -77,17 +72,13 @@ def check_init_inputs(cfg: Config) -> None:
     if cfg.init.kind == "mesh":
         check_mesh_input(cfg.init)
     elif cfg.init.kind == "multiview":
-        from fitter.stages.init.from_views import check_multiview_input
-
         check_multiview_input(cfg.init, cfg.intake.max_pixels)
 
 
 def silhouette_volume(ctx: RunContext) -> SilhouetteVolume:
-    mask = Image.open(ctx.subject_dir / "mask.png").convert("L").resize((SILHOUETTE_SIZE, SILHOUETTE_SIZE), Image.BILINEAR)
-    camera = Camera.from_dict(ctx.read_json("subject/camera.json")).resized(SILHOUETTE_SIZE)
-    landmarks = ctx.read_json("subject/landmarks.json")
-    chin_row = landmarks["landmarks"][CHIN][1] * SILHOUETTE_SIZE / landmarks["crop_size"]
-    return SilhouetteVolume(np.asarray(mask, dtype=np.float32) / 255.0, camera, chin_row)
+    subject = ctx.subject
+    chin_row = float(subject.landmarks_px(SILHOUETTE_SIZE)[CHIN, 1])
+    return SilhouetteVolume(subject.mask(SILHOUETTE_SIZE).numpy(), subject.camera(SILHOUETTE_SIZE), chin_row)
 
 
 def grid_to_mesh(sdf: GridSDF) -> Mesh:

@@ -26,10 +26,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fitter.config import InitConfig
 from common.errors import StopRequested, UserError
+from fitter.config import InitConfig
 from fitter.stages.init.sdf_grid import GridSDF
-from representations.mesh import Mesh, check_solid, count_faces, decimate, load_mesh, remove_unreferenced_vertices
+from representations.dmtet import mesh_signed_distance
+from representations.mesh import (
+    Mesh,
+    check_solid,
+    count_faces,
+    decimate,
+    load_mesh,
+    mesh_to_trimesh,
+    remove_unreferenced_vertices,
+)
 from representations.mesh.load import READABLE_SUFFIXES
 
 log = logging.getLogger("headfit")
@@ -109,9 +118,7 @@ def centred_and_scaled(mesh: Mesh) -> Mesh:
 
 def mesh_grid_sdf(mesh: Mesh, resolution: int, bound: float) -> GridSDF:
     """Exact signed distance of a closed mesh sampled on a resolution³ grid over [-bound, bound]³."""
-    from representations.dmtet import mesh_signed_distance
-
-    tm = mesh.to_trimesh()
+    tm = mesh_to_trimesh(mesh)
 
     def sdf(points: torch.Tensor) -> torch.Tensor:
         parts = [mesh_signed_distance(tm, part.double().numpy()) for part in points.split(SDF_POINTS_PER_CALL)]

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from fitter.config import Config
 from common.errors import BadImageError
+from fitter.config import Config
 from fitter.stages.intake.align import crop_transform, landmarks_in_crop
 from fitter.stages.intake.detection import Face, detect_faces
 from fitter.stages.intake.face_check import FaceEvidence, check_human_face, occlusion_note

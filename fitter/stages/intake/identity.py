@@ -10,6 +10,7 @@ import numpy as np
 
 from common.errors import MissingModelError
 from fitter.stages.intake import meshpoints as mpi
+from fitter.stages.intake.detection import detect_boxes
 
 Box = tuple[float, float, float, float]
 
@@ -37,7 +38,6 @@ def find_face_box(rgb: np.ndarray) -> Box | None:
     if len(rects):
         r = max(rects, key=lambda r: r.area())
         return float(r.left()), float(r.top()), float(r.right()), float(r.bottom())
-    from fitter.stages.intake.detection import detect_boxes
 
     boxes = detect_boxes(rgb, 0.5)
     return boxes[0] if boxes else None

@@ -25,8 +25,8 @@ from typing import Iterator
 import numpy as np
 from PIL import Image, ImageOps
 
-from fitter.config import IntakeConfig
 from common.errors import BadImageError
+from fitter.config import IntakeConfig
 
 log = logging.getLogger("headfit")
 BYTES_PER_PIXEL_CAP = 8

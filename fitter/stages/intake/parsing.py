@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fitter.config import ModelsConfig
 from common.errors import MissingModelError
+from guidance.models.config import ModelsConfig
 
 BACKGROUND_NAMES = {"background", "bg", "cloth", "clothes", "clothing"}
 """Labels that are not head. Clothing is dropped too: the neck cut alone leaves collars in."""

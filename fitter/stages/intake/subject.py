@@ -15,18 +15,17 @@ from pathlib import Path
 
 import numpy as np
 
-from fitter.config import Config, as_dict
+from common import atomic
 from common.digests import file_sha256
 from common.errors import OutputError
+from fitter.config import Config, as_dict
 from fitter.stages.intake.analysis import Analysis, Warnings, analyse
 from fitter.stages.intake.loading import LoadedImage, decode_image, read_input_bytes, sha256_of
-from common import atomic
+from fitter.subject import CAMERA, IDENTITY, IMAGE, IMAGE_SMALL, LANDMARKS, MASK, SUBJECT_FILES, SUBJECT_JSON
 
 log = logging.getLogger("headfit")
 INTAKE_VERSION = 2
 """Bump when the analysis changes so that old subjects are redone."""
-SUBJECT_JSON = "subject.json"
-SUBJECT_FILES = ("image.png", "image_512.png", "mask.png", "landmarks.json", "camera.json", "identity.npz")
 LANDMARK_CONVENTION = (
     "landmarks: x, y in crop pixels (origin at the top-left corner, pixel centres at +0.5), z MediaPipe's "
     "relative depth in the same pixel units (more negative = nearer the camera); world: the same points in "
@@ -75,12 +74,12 @@ def _file_payloads(a: Analysis, cfg: Config) -> dict[str, object]:
     camera_json = camera.to_dict() | {"small": camera.resized(cfg.intake.small_size).to_dict()}
     identity = {k: v.astype(np.float32) for k, v in a.identity.items() if v is not None}
     return {
-        "image.png": a.crop,
-        "image_512.png": a.crop_small,
-        "mask.png": a.mask,
-        "landmarks.json": landmarks,
-        "camera.json": camera_json,
-        "identity.npz": identity,
+        IMAGE: a.crop,
+        IMAGE_SMALL: a.crop_small,
+        MASK: a.mask,
+        LANDMARKS: landmarks,
+        CAMERA: camera_json,
+        IDENTITY: identity,
     }
 
 
@@ -94,7 +93,9 @@ def _write_file(path: Path, payload: object) -> None:
 
 
 def _face_record(a: Analysis) -> dict:
-    rounded = lambda v: None if v is None else round(v, 3)
+    def rounded(v: float | None) -> float | None:
+        return None if v is None else round(v, 3)
+
     return {
         "box_input": [round(v, 2) for v in a.face.box],
         "size_px": round(a.face.size, 2),

@@ -18,7 +18,10 @@ import logging
 import numpy as np
 import torch
 
-from fitter.config import ModelsConfig
+from guidance.models.bundle import load_options
+from guidance.models.config import ModelsConfig
+from guidance.models.loading import from_pretrained
+from guidance.models.sources import resolve
 from guidance.registry import ModelSpec
 
 log = logging.getLogger("headfit")
@@ -30,10 +33,6 @@ def depth_estimator_spec(models: ModelsConfig) -> ModelSpec:
 
 def _load_depth_estimator(models: ModelsConfig, device: torch.device):  # type: ignore[no-untyped-def]
     from transformers import AutoImageProcessor, AutoModelForDepthEstimation
-
-    from guidance.models.bundle import load_options
-    from guidance.models.loading import from_pretrained
-    from guidance.models.sources import resolve
 
     src = resolve(depth_estimator_spec(models), models.cache_dir)
     opts = load_options(models, device, "fp32")

@@ -32,7 +32,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from fitter.config import ModelsConfig
+from fitter.stages.reference.user import CONVENTION_SIGNS
+from guidance.models import loading
+from guidance.models.bundle import load_options
+from guidance.models.config import ModelsConfig
+from guidance.models.sources import missing, resolve
 from guidance.registry import ModelSpec
 
 if TYPE_CHECKING:
@@ -51,7 +55,6 @@ def _pipeline_config(src: Resolved, opts: LoadOptions) -> dict[str, Any]:
     """`model_index.json` of the pipeline; a `MissingModelError` when unreadable or not a normals model."""
     from diffusers import MarigoldNormalsPipeline
 
-    from guidance.models.sources import missing
 
     try:
         config = dict(MarigoldNormalsPipeline.load_config(src.path, cache_dir=opts.cache_dir, local_files_only=src.local_files_only))
@@ -66,10 +69,6 @@ def _pipeline_config(src: Resolved, opts: LoadOptions) -> dict[str, Any]:
 def _load_normal_estimator(models: ModelsConfig, device: torch.device) -> MarigoldNormalsPipeline:
     """A `MarigoldNormalsPipeline` on ``device`` (fp16 on CUDA, fp32 on CPU), progress bars off."""
     from diffusers import DDIMScheduler, LCMScheduler, MarigoldNormalsPipeline
-
-    from guidance.models import loading
-    from guidance.models.bundle import load_options
-    from guidance.models.sources import missing, resolve
 
     src = resolve(normal_estimator_spec(models), models.cache_dir)
     opts = load_options(models, device, "fp16")  # fp16 on CUDA, fp32 on CPU
@@ -100,8 +99,6 @@ def prediction_to_normals(prediction: np.ndarray | torch.Tensor, size: tuple[int
     (output_type "pt") is channels-first, (1, 3, h, w) or (3, h, w); an array (output_type "np") is
     channels-last, (1, h, w, 3) or (h, w, 3). Resized (bilinear) to ``size`` when it differs,
     renormalised, then turned into the OpenGL frame."""
-    from fitter.stages.reference.user import CONVENTION_SIGNS
-
     channels_first = isinstance(prediction, torch.Tensor)
     pred = torch.as_tensor(prediction).detach().float().cpu()
     if pred.ndim == 4 and pred.shape[0] == 1:

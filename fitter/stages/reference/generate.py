@@ -11,14 +11,18 @@ Returns the raw model images; fitter/stages/reference/maps.py converts them to o
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from fitter.config import Config
 from common.errors import MissingModelError
+from fitter.config import Config
+from fitter.subject import Subject
+from guidance.control import canny_control
 from guidance.controlnet_sample import SampleSettings, decode_latents, sample_latents, vae_factor
+from guidance.denoiser import SDDenoiser
+from guidance.models import load_controlnet, load_identity_adapter, load_stable_diffusion
+from guidance.prompts import TextEncoder
 
 log = logging.getLogger("headfit")
 MODEL_FIELDS = {"normal": "normal_sd", "depth": "depth_sd"}
@@ -28,34 +32,17 @@ def prompt_for(kind: str, prompt: str) -> str:
     return f"{prompt}, black background, {kind} map, head only"
 
 
-def subject_identity(subject_dir: Path, cfg: Config) -> np.ndarray:
-    """(512,) ArcFace embedding: `identity.npz` `arcface`, else computed from the crop with models.arcface."""
-    with np.load(subject_dir / "identity.npz") as data:
-        if "arcface" in data.files:
-            return np.asarray(data["arcface"], dtype=np.float32)
-    from guidance.models import effective_models_config
-
-    arcface = effective_models_config(cfg.models).arcface
-    if not arcface:
+def subject_identity(subject: Subject, cfg: Config) -> np.ndarray:
+    """(512,) ArcFace embedding (`Subject.arcface_embedding`); this source cannot go without one."""
+    identity = subject.arcface_embedding(cfg.models)
+    if identity is None:
         raise MissingModelError("reference.source=generate needs identity tokens: set models.arcface (an ArcFace ONNX file)")
-    import json
-
-    from PIL import Image
-
-    from fitter.stages.intake.identity import arcface_embedding
-
-    crop = np.asarray(Image.open(subject_dir / "image.png").convert("RGB"))
-    points = np.asarray(json.loads((subject_dir / "landmarks.json").read_text())["landmarks"], dtype=np.float64)
-    return arcface_embedding(crop, points, arcface)
+    return identity
 
 
 def generate_map(kind: str, cfg: Config, control: np.ndarray, identity: np.ndarray, prompt: str, device: torch.device) -> np.ndarray:
     """(S, S, 3) float32 in [0, 1]: the model's ``kind`` ('normal' or 'depth') image for an
     (S, S, 3) uint8 canny control image and a (512,) identity embedding."""
-    from guidance.denoiser import SDDenoiser
-    from guidance.models import load_controlnet, load_identity_adapter, load_stable_diffusion
-    from guidance.prompts import TextEncoder
-
     r = cfg.reference
     ip_scale = r.normal_ip_scale if kind == "normal" else r.depth_ip_scale
     sd = load_stable_diffusion(cfg.models, MODEL_FIELDS[kind], device, scheduler="ddim")
@@ -68,7 +55,7 @@ def generate_map(kind: str, cfg: Config, control: np.ndarray, identity: np.ndarr
     f = vae_factor(sd.vae)
     control_t = torch.from_numpy(control).permute(2, 0, 1)[None].float().div(255.0).to(device)
     identity_t = torch.from_numpy(identity).reshape(1, -1).to(device)
-    settings = SampleSettings(r.steps, r.guidance_scale, cfg.run.seed)
+    settings = SampleSettings(steps=r.steps, guidance_scale=r.guidance_scale, seed=cfg.run.seed)
     shape = (1, sd.unet.config.in_channels, size // f, size // f)
     latents = sample_latents(denoiser, sd.scheduler, text, negative, identity_t, control_t, shape, settings)
     image = decode_latents(sd.vae, latents)[0].permute(1, 2, 0).cpu().numpy()
@@ -76,10 +63,8 @@ def generate_map(kind: str, cfg: Config, control: np.ndarray, identity: np.ndarr
     return image.astype(np.float32)
 
 
-def generate_maps(cfg: Config, subject_dir: Path, crop: np.ndarray, prompt: str, device: torch.device) -> dict[str, np.ndarray]:
+def generate_maps(cfg: Config, subject: Subject, crop: np.ndarray, prompt: str, device: torch.device) -> dict[str, np.ndarray]:
     """{'normal': (S, S, 3), 'depth': (S, S, 3)} model images in [0, 1] of the (S, S, 3) uint8 crop."""
-    from guidance.control import canny_control
-
     control = canny_control(crop)
-    identity = subject_identity(subject_dir, cfg)
+    identity = subject_identity(subject, cfg)
     return {kind: generate_map(kind, cfg, control, identity, prompt, device) for kind in MODEL_FIELDS}

@@ -3,7 +3,7 @@
 Checked before any work (`check_user_maps`): each given file must be readable (PNG/TIFF/… 8- or
 16-bit, via OpenCV) and exactly as large as the photo as the user sees it (EXIF orientation
 applied). Then (`warp_user_maps`) each map goes through the intake's `crop_from_input` transform
-(landmarks.json) scaled to `reference.size`, with bilinear/cubic resampling and black outside the
+(`Subject.crop_from_input`) scaled to `reference.size`, with bilinear/cubic resampling and black outside the
 photo. The crop may be rolled against the photo (the head's in-plane tilt is removed): a roll by R
 of the image turns camera-frame normals by the same angle about the view axis, so the warped
 normals' (x, y) are turned too (exact for a roll about the principal point, a close approximation
@@ -22,8 +22,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from fitter.config import Config
 from common.errors import UserError
+from fitter.config import Config
 from fitter.stages.intake.warp import scale_of, warp_image
 
 CONVENTION_SIGNS = {"opengl": (1.0, 1.0, 1.0), "opencv": (1.0, -1.0, -1.0)}
@@ -115,9 +115,11 @@ def warp_normals(rgb: np.ndarray, m: np.ndarray, size: int, convention: str) -> 
     return roll_normals(warped / np.maximum(norm, 1e-6), m), (coverage > 0.5) & (norm[..., 0] > 0.5)
 
 
-def warp_user_maps(maps: dict[str, np.ndarray], landmarks: dict, size: int, convention: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """{'normal': (normals (S, S, 3), valid), 'depth': (depth (S, S), valid)} in the size² crop."""
-    m = crop_matrix(np.asarray(landmarks["crop_from_input"]), int(landmarks["crop_size"]), size)
+def warp_user_maps(maps: dict[str, np.ndarray], crop_from_input: np.ndarray, crop_size: int, size: int,
+                   convention: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{'normal': (normals (S, S, 3), valid), 'depth': (depth (S, S), valid)} in the size² crop, from the
+    photo-aligned maps and the intake's (3, 3) photo-to-crop map for a ``crop_size`` crop (`Subject.crop_from_input`)."""
+    m = crop_matrix(crop_from_input, crop_size, size)
     out = {}
     if "normal" in maps:
         out["normal"] = warp_normals(maps["normal"], m, size, convention)

@@ -2,9 +2,9 @@
 the reference normal and depth maps, all at one render resolution.
 
 File conventions (written by the intake or by the reference-map step, read here):
-`subject/normal.png` — camera-space unit normals of the reference view in the OpenGL camera frame
+`reference/normal.png` — camera-space unit normals of the reference view in the OpenGL camera frame
 (x right, y up, z towards the viewer), stored as RGB = (n + 1) / 2; black outside the head.
-`subject/depth.png` — 8- or 16-bit grey, larger = farther, meaningful only up to scale and shift
+`reference/depth.png` — 8- or 16-bit grey, larger = farther, meaningful only up to scale and shift
 (the depth losses align them); values outside the mask are ignored.
 """
 
@@ -44,17 +44,17 @@ def _read_grey(path, size: int) -> np.ndarray:
 
 def load_reference(ctx: RunContext, size: int) -> Reference:
     device = ctx.device
-    subject = ctx.subject_dir
-    camera = Camera.from_dict(ctx.read_json("subject/camera.json")).resized(size)
-    mask = torch.from_numpy(_read_grey(subject / "mask.png", size)).to(device, torch.float32)[..., None]
-    world = np.asarray(ctx.read_json("subject/landmarks.json")["world"], dtype=np.float64)
+    camera = ctx.subject.camera(size)
+    mask = ctx.subject.mask(size).to(device)[..., None]
+    world = ctx.subject.landmarks_world
     pixels, depth = camera.project(world)
     view_dir = camera.position / np.linalg.norm(camera.position)
     normal = depth_map = None
-    if (subject / "normal.png").is_file():
-        rgb = np.asarray(Image.open(subject / "normal.png").convert("RGB").resize((size, size), Image.BILINEAR), dtype=np.float32) / 255.0
+    maps = ctx.out / "reference"
+    if (maps / "normal.png").is_file():
+        rgb = np.asarray(Image.open(maps / "normal.png").convert("RGB").resize((size, size), Image.BILINEAR), dtype=np.float32) / 255.0
         normal = torch.nn.functional.normalize(torch.from_numpy(rgb * 2.0 - 1.0), dim=-1).to(device)
-    if (subject / "depth.png").is_file():
-        depth_map = torch.from_numpy(_read_grey(subject / "depth.png", size)).to(device, torch.float32)[..., None]
+    if (maps / "depth.png").is_file():
+        depth_map = torch.from_numpy(_read_grey(maps / "depth.png", size)).to(device, torch.float32)[..., None]
     as_t = lambda a: torch.as_tensor(a, dtype=torch.float32, device=device)  # noqa: E731
     return Reference(camera, mask, as_t(world), as_t(pixels), as_t(depth), as_t(view_dir), normal, depth_map)

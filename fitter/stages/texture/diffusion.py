@@ -20,33 +20,39 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from fitter.training.checkpoint import TrainState
+from common import atomic
 from fitter.config import TextureConfig
 from fitter.context import RunContext
-from fitter.training.loop import TrainLoop
+from fitter.stages.texture.inpaint import InpaintResult, InpaintView, progressive_inpaint
+from fitter.stages.texture.layers import SubjectPhoto, projection_layers
+from fitter.stages.texture.refine import Reference, RefineStep, TextureLogits
 from fitter.stages.texture.refine_losses import perceptual_loss
 from fitter.stages.texture.super_resolution import resize_valid, upscale_texture
-from fitter.stages.texture.layers import projection_layers
-from fitter.stages.texture.inpaint import InpaintResult, InpaintSettings, InpaintView, progressive_inpaint
-from fitter.stages.texture.projection import dilate_into_gutters
-from fitter.stages.texture.refine import Reference, RefineSettings, RefineStep, TextureLogits
+from fitter.training.checkpoint import TrainState
+from fitter.training.loop import TrainLoop
 from guidance.control import camera_azimuth
-from guidance.inpaint import BlendedInpainter, InpaintConfig, MaskConditionedUNet
-from guidance.sdedit import GuidedPrior, PriorConfig, load_texture_prior, sdedit_target
+from guidance.inpaint import BlendedInpainter, MaskConditionedUNet
+from guidance.models import effective_models_config, load_identity_adapter
+from guidance.models.bundle import load_options
+from guidance.models.loading import load_unet
+from guidance.models.sources import resolve
+from guidance.registry import ModelSpec
+from guidance.sdedit import GuidedPrior, load_texture_prior, sdedit_target
 from guidance.weights import unpickle_plain
-from common import atomic
-from representations.cameras import Camera, OrbitRange, OrbitView
+from representations.cameras import Camera, OrbitView
 from representations.mesh import Mesh
 from representations.render import Rasterizer
+from representations.render.texel import dilate_into_gutters
 
 log = logging.getLogger("headfit")
 
 
-def diffusion_texture(ctx: RunContext, mesh: Mesh, subject: dict, cfg: TextureConfig) -> tuple[torch.Tensor, dict]:
+def diffusion_texture(ctx: RunContext, mesh: Mesh, subject: SubjectPhoto, cfg: TextureConfig) -> tuple[torch.Tensor, dict]:
     """The final texture (T', T', 3) in [0, 1] and the stage statistics (see module docstring)."""
     layers = projection_layers(mesh, subject, cfg)
-    identity = identity_embedding(ctx, subject, cfg)
-    prior = load_texture_prior(ctx.cfg.models, prior_config(ctx, cfg), ctx.device, cfg.precision, identity=identity is not None)
+    identity = identity_embedding(ctx, cfg)
+    prior = load_texture_prior(ctx.cfg.models, cfg.prior, ctx.device, cfg.precision, identity=identity is not None,
+                               prompt=ctx.cfg.prompt + cfg.prompt_suffix)
     start = torch.clamp(sum(layers.confidences[k] for k in ("direct", "mirrored") if k in layers.confidences), 0.0, 1.0)
     inpainted = inpainted_texture(ctx, mesh, layers, start * layers.surface.valid, prior, identity, cfg)
     texture = refine_texture(ctx, mesh, inpainted.texture, subject, prior, identity, cfg)
@@ -61,33 +67,16 @@ def diffusion_texture(ctx: RunContext, mesh: Mesh, subject: dict, cfg: TextureCo
     return texture.float(), stats
 
 
-def prior_config(ctx: RunContext, cfg: TextureConfig) -> PriorConfig:
-    return PriorConfig(prompt=ctx.cfg.prompt + cfg.prompt_suffix, negative_prompt=cfg.negative_prompt, guidance_scale=cfg.guidance_scale,
-                       ip_scale=cfg.ip_scale, control_scale=cfg.control_scale, identity_max_azimuth=cfg.identity_max_azimuth)
-
-
 def covered_fraction(coverage: torch.Tensor, valid: torch.Tensor) -> float:
     return float(((coverage > 0) & valid).sum()) / max(int(valid.sum()), 1)
 
 
-def identity_embedding(ctx: RunContext, subject: dict, cfg: TextureConfig) -> torch.Tensor | None:
-    """(512,) ArcFace embedding: `subject/identity.npz` when the intake made one, else computed with
-    the (effective) `models.arcface`; None when identity tokens are off or no ArcFace model is set."""
+def identity_embedding(ctx: RunContext, cfg: TextureConfig) -> torch.Tensor | None:
+    """(512,) ArcFace embedding (`Subject.arcface_embedding`); None when identity tokens are off or there is none."""
     if not cfg.identity:
         return None
-    with np.load(ctx.subject_dir / "identity.npz") as saved:
-        if "arcface" in saved:
-            return torch.from_numpy(saved["arcface"]).float()
-    from guidance.models import effective_models_config
-
-    model = effective_models_config(ctx.cfg.models).arcface
-    if not model:
-        log.warning("texture: no ArcFace embedding (models.arcface is not set); texturing without identity tokens")
-        return None
-    from fitter.stages.intake.identity import arcface_embedding
-
-    photo = (subject["image"].numpy() * 255.0).round().astype(np.uint8)
-    return torch.from_numpy(arcface_embedding(photo, subject["landmarks_px"], model)).float()
+    embedding = ctx.subject.arcface_embedding(ctx.cfg.models)
+    return None if embedding is None else torch.from_numpy(embedding).float()
 
 
 def trajectory(cfg: TextureConfig) -> list[OrbitView]:
@@ -96,25 +85,18 @@ def trajectory(cfg: TextureConfig) -> list[OrbitView]:
 
 def build_inpainter(ctx: RunContext, prior: GuidedPrior, cfg: TextureConfig, identity: torch.Tensor | None) -> BlendedInpainter:
     """Blended-latent DDIM on the prior, or on the inpainting UNet of `inpaint_model` (same text, VAE, control)."""
-    settings = InpaintConfig(t_start=cfg.t_start, steps=cfg.ddim_steps, seed=ctx.cfg.run.seed)
     if not cfg.inpaint_model:
-        return BlendedInpainter(prior, settings)
-    from guidance.models import effective_models_config, load_identity_adapter
-    from guidance.models.bundle import load_options
-    from guidance.models.loading import load_unet
-    from guidance.models.sources import resolve
-    from guidance.registry import ModelSpec
-
+        return BlendedInpainter(prior, cfg.inpaint.ddim, seed=ctx.cfg.run.seed)
     models = effective_models_config(ctx.cfg.models)
     spec = ModelSpec("SD1.5 inpainting UNet", "fit.texture.inpaint_model", cfg.inpaint_model, "unet/config.json")
     unet = load_unet(resolve(spec, models.cache_dir), load_options(models, ctx.device, cfg.precision))
     if identity is not None:
-        load_identity_adapter(unet, models, cfg.ip_scale)
+        load_identity_adapter(unet, models, cfg.prior.ip_scale)
     conditioned = MaskConditionedUNet(unet)
     base = prior.guidance.denoiser
-    denoiser = type(base)(conditioned, base.controlnet, cfg.ip_scale, cfg.control_scale)
-    inpaint_prior = GuidedPrior(prior.cfg, denoiser, prior.codec, prior.guidance.text, prior.alphas_cumprod)
-    return BlendedInpainter(inpaint_prior, settings, conditioned)
+    denoiser = type(base)(conditioned, base.controlnet, cfg.prior.ip_scale, cfg.prior.control_scale)
+    inpaint_prior = GuidedPrior(prior.cfg, denoiser, prior.codec, prior.guidance.text, prior.alphas_cumprod, prompt=prior.prompt)
+    return BlendedInpainter(inpaint_prior, cfg.inpaint.ddim, conditioned, seed=ctx.cfg.run.seed)
 
 
 def inpainted_texture(ctx: RunContext, mesh: Mesh, layers: Any, coverage: torch.Tensor, prior: GuidedPrior,
@@ -132,9 +114,7 @@ def inpainted_texture(ctx: RunContext, mesh: Mesh, layers: Any, coverage: torch.
         ident = None if identity is None else identity.to(device)
         return inpainter.inpaint(view.image.to(device), view.keep.to(device), view.azimuth, ident, view.control.to(device)).cpu()
 
-    settings = InpaintSettings(coverage_threshold=cfg.coverage_threshold, crop_scale=cfg.crop_scale, gen_size=cfg.gen_size,
-                               min_view_cosine=cfg.min_view_cosine, erode_px=cfg.erode_px)
-    result = progressive_inpaint(mesh, layers.surface, layers.texture, coverage, trajectory(cfg), generate, settings)
+    result = progressive_inpaint(mesh, layers.surface, layers.texture, coverage, trajectory(cfg), generate, cfg.inpaint)
     atomic.write_torch(path, {"texture": result.texture, "coverage": result.coverage, "views": result.views})
     preview = (result.texture.clamp(0, 1).numpy() * 255).round().astype(np.uint8)
     atomic.write_with(path.with_suffix(".png"), lambda tmp: Image.fromarray(preview).save(tmp, format="PNG"))
@@ -143,34 +123,28 @@ def inpainted_texture(ctx: RunContext, mesh: Mesh, layers: Any, coverage: torch.
     return result
 
 
-def reference_at(subject: dict, size: int) -> Reference:
+def reference_at(subject: SubjectPhoto, size: int) -> Reference:
     """The photo, its mask and camera at size² (area-resampled)."""
-    image = F.interpolate(subject["image"].permute(2, 0, 1)[None], size=(size, size), mode="area")[0].permute(1, 2, 0)
-    mask = F.interpolate(subject["mask"][None, None], size=(size, size), mode="area")[0].permute(1, 2, 0)
-    return Reference(image, mask, subject["camera"].resized(size))
+    image = F.interpolate(subject.image.permute(2, 0, 1)[None], size=(size, size), mode="area")[0].permute(1, 2, 0)
+    mask = F.interpolate(subject.mask[None, None], size=(size, size), mode="area")[0].permute(1, 2, 0)
+    return Reference(image, mask, subject.camera.resized(size))
 
 
-def refine_settings(cfg: TextureConfig) -> RefineSettings:
-    views = OrbitRange(elevation=(-20.0, 45.0), radius=(2.5, 3.5), fov_y=(30.0, 45.0))
-    return RefineSettings(tuple(cfg.refine_t_range), cfg.refine_render_size, views, cfg.lambda_sds_mse, cfg.lambda_perceptual,
-                          cfg.lambda_ref_l1, cfg.lambda_tv)
-
-
-def refine_texture(ctx: RunContext, mesh: Mesh, texture: torch.Tensor, subject: dict, prior: GuidedPrior,
+def refine_texture(ctx: RunContext, mesh: Mesh, texture: torch.Tensor, subject: SubjectPhoto, prior: GuidedPrior,
                    identity: torch.Tensor | None, cfg: TextureConfig) -> torch.Tensor:
     """Step 3: the `refine` training loop; returns the refined texture (T, T, 3) on the CPU."""
     device = ctx.device
     logits = TextureLogits(texture).to(device)
-    optimizer = torch.optim.AdamW(logits.parameters(), lr=cfg.lr)
+    optimizer = torch.optim.AdamW(logits.parameters(), lr=cfg.refine.lr)
     state = TrainState({"texture": logits}, {"texture": optimizer}, np.random.default_rng(ctx.cfg.run.seed + 7))
     ident = None if identity is None else identity.to(device)
 
     def target(image: torch.Tensor, t: int, camera: Camera, control: torch.Tensor) -> torch.Tensor:
         return sdedit_target(prior, image, torch.tensor([t], device=device), None, [camera_azimuth(camera)], ident, control)
 
-    ref = reference_at(subject, cfg.refine_render_size)
-    step = RefineStep(refine_settings(cfg), mesh.to(device), logits, target,
+    ref = reference_at(subject, cfg.refine.render_size)
+    step = RefineStep(cfg.refine, mesh.to(device), logits, target,
                       Reference(ref.image.to(device), ref.mask.to(device), ref.camera),
                       perceptual_loss(cfg.lpips_weights, device, ctx.cfg.models.allow_pickle), state.rng, Rasterizer("auto"))
-    TrainLoop(ctx, "texture", "refine", state, cfg.refine_steps, step).run()
+    TrainLoop(ctx, "texture", "refine", state, cfg.refine.steps, step).run()
     return logits().detach().cpu()

@@ -21,6 +21,7 @@ import torch
 from scipy import ndimage
 from torch import Tensor
 
+from fitter.config import InpaintSettings
 from guidance.control import camera_azimuth, normal_control
 from representations.cameras import Camera, OrbitView
 from representations.mesh import Mesh
@@ -45,20 +46,6 @@ class InpaintView:
 
 Generator = Callable[[InpaintView], Tensor]
 """Returns the completed view image (1, 3, S, S) in [0, 1]."""
-
-
-@dataclass
-class InpaintSettings:
-    coverage_threshold: float = 0.2
-    crop_scale: float = 1.1
-    gen_size: int = 512
-    min_view_cosine: float = 0.0
-    erode_px: int = 3
-    """Silhouette erosion (pixels at gen_size) before back-projection."""
-    min_new_pixels: int = 16
-    """Views with fewer pixels to generate are skipped."""
-    background: float = 1.0
-    depth_tolerance: float = 0.01
 
 
 @dataclass

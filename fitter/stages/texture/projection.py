@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from scipy import ndimage, sparse
+from scipy import sparse
 from scipy.sparse.linalg import spsolve
 from scipy.spatial import cKDTree
 from torch import Tensor
 
 from representations.cameras import Camera
-from representations.mesh import Mesh, unique_edges
+from representations.mesh import Mesh, unique_edges, vertex_normals
 from representations.render.texel import TexelSurface, back_project
 
 MIRROR = (-1.0, 1.0, 1.0)
@@ -67,8 +67,6 @@ def project_photo(image: Tensor, mask: Tensor, camera: Camera, surface: TexelSur
 def smoothed_normals(mesh: Mesh, iterations: int = 4) -> Tensor:
     """Vertex normals (V, 3) averaged over 1-ring neighbours: the fitted surface carries small bumps
     whose normals would make texels flicker in and out of the cosine test."""
-    from representations.mesh import vertex_normals
-
     normals = vertex_normals(mesh.verts.float(), mesh.faces)
     edges = unique_edges(mesh.faces)
     both = torch.cat([edges, edges.flip(1)])
@@ -133,13 +131,3 @@ def texels_from_vertices(surface: TexelSurface, mesh: Mesh, vertex_colours: np.n
     colours = (vertex_colours[idx] * weights[..., None]).sum(axis=1)
     return torch.from_numpy(colours.reshape(*surface.valid.shape, 3)).to(surface.position)
 
-
-def dilate_into_gutters(texture: Tensor, valid: Tensor) -> Tensor:
-    """Give every texel outside the UV charts the colour of the nearest chart texel, so bilinear
-    and mip lookups never reach an unfilled texel in any viewer."""
-    valid_np = valid.cpu().numpy()
-    if valid_np.all() or not valid_np.any():
-        return texture
-    _, (rows, cols) = ndimage.distance_transform_edt(~valid_np, return_indices=True)
-    tex = texture.cpu().numpy()
-    return torch.from_numpy(tex[rows, cols]).to(texture)

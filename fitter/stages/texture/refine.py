@@ -15,9 +15,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from fitter.config import RefineSettings
 from fitter.stages.texture.refine_losses import total_variation
 from guidance.control import normal_control
-from representations.cameras import Camera, OrbitRange, sample_orbits
+from representations.cameras import Camera, sample_orbits
 from representations.mesh import Mesh
 from representations.render import Rasterizer
 
@@ -34,18 +35,6 @@ class TextureLogits(nn.Module):
 
     def forward(self) -> Tensor:
         return torch.sigmoid(self.logits)
-
-
-@dataclass
-class RefineSettings:
-    t_range: tuple[int, int] = (50, 200)
-    render_size: int = 512
-    views: OrbitRange = OrbitRange(elevation=(-20.0, 45.0), radius=(2.5, 3.5), fov_y=(30.0, 45.0))
-    lambda_sds_mse: float = 0.1
-    lambda_perceptual: float = 50.0
-    lambda_ref_l1: float = 1000.0
-    lambda_tv: float = 5.0e-4
-    background: float = 1.0
 
 
 @dataclass

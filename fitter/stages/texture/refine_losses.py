@@ -1,6 +1,6 @@
 """Image losses of texture refinement: the perceptual term and total variation.
 
-Perceptual term: LPIPS (VGG16, `guidance.panohead.perceptual.LPIPSVGG16`) when a weight file is
+Perceptual term: LPIPS (VGG16 trunk, `guidance.lpips.LPIPS`) when a weight file is
 configured (`fit.texture.lpips_weights`). Without one, `StructureLoss` stands in: at three scales
 (1, 1/2, 1/4) the SSIM dissimilarity (1 − SSIM)/2 (11-pixel Gaussian window) plus the L1 distance of
 the images' Sobel gradients. It is not a learned perceptual metric: it rewards matching local
@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from common.errors import MissingModelError
+from guidance.lpips import LPIPS
 
 log = logging.getLogger("headfit")
 
@@ -49,9 +50,7 @@ class LPIPSLoss(nn.Module):
 
     def __init__(self, weights: str | Path, allow_pickle: bool = False) -> None:
         super().__init__()
-        from guidance.panohead.perceptual import LPIPSVGG16
-
-        self.net = LPIPSVGG16.from_file(weights, allow_pickle)
+        self.net = LPIPS.from_file(weights, "vgg16", allow_pickle, key="fit.texture.lpips_weights")
 
     def forward(self, a: Tensor, b: Tensor) -> Tensor:
         return self.net(a * 2.0 - 1.0, b * 2.0 - 1.0).mean()

@@ -7,9 +7,9 @@ import logging
 import math
 from pathlib import Path
 
+from common import atomic
 from fitter.config import STAGES
 from guidance.weights import WeightFileError, unpickle_plain
-from common import atomic
 
 log = logging.getLogger("headfit")
 History = dict[str, list[tuple[int, float]]]

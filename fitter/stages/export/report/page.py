@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from fitter.stages.export.report.template import NO_VIEWER, PAGE, VIEWER
+from fitter.subject import IMAGE_SMALL
 
 
 def figure(src: str, caption: str, width: Optional[int] = None) -> str:
@@ -52,7 +53,7 @@ def build_page(out: Path, *, eval_views: dict[str, str], export_views: list[str]
                viewer_problem: Optional[str], turntable_size: int) -> str:
     """The whole page; image paths are relative to OUT."""
     script, viewer = viewer_html(out, viewer_problem)
-    eval_figs = [figure("subject/image_512.png", "input photo", 256)] + [figure(src, name.replace("_", "-"), 256) for name, src in eval_views.items()]
+    eval_figs = [figure(f"subject/{IMAGE_SMALL}", "input photo", 256)] + [figure(src, name.replace("_", "-"), 256) for name, src in eval_views.items()]
     metrics = json.loads((out / "metrics.json").read_text()) if (out / "metrics.json").is_file() else {}
     config = (out / "config.yaml").read_text() if (out / "config.yaml").is_file() else "(config.yaml missing)"
     return PAGE.substitute(

@@ -57,4 +57,4 @@ VIEWER = Template("""<model-viewer id="head" src="$src" alt="the fitted 3D head"
   interaction-prompt="none"></model-viewer>""")
 
 NO_VIEWER = Template("""<p class="notice" id="no-viewer">The interactive 3D viewer is not included: $reason.
-Open <a href="head.glb">head.glb</a> in any glTF viewer, or rerun with npm available.</p>""")
+Open <a href="head.glb">head.glb</a> in any glTF viewer.</p>""")

@@ -146,7 +146,7 @@ class SurfaceFit:
         optimiser = torch.optim.Adam([{"params": [self.sdf], "lr": s.lr_sdf * self.grid.spacing},
                                       {"params": self.colour.parameters(), "lr": s.lr_colour}])
         losses: dict[str, float] = {}
-        for step in range(s.steps):
+        for _ in range(s.steps):
             verts, faces, crossed = self.surface()
             if faces.shape[0] == 0:
                 break

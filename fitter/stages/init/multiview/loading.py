@@ -19,13 +19,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from fitter.config import IntakeConfig
 from common.errors import StopRequested, UserError
-from fitter.stages.intake.loading import pil_pixel_limit
+from fitter.config import IntakeConfig
 from fitter.stages.init.multiview.cameras import view_camera
 from fitter.stages.init.multiview.presets import preset_views
 from fitter.stages.init.multiview.segment import view_mask
 from fitter.stages.init.multiview.views import CAMERAS_FILE, ViewSpec, check_files, image_files, read_cameras_json
+from fitter.stages.intake.loading import pil_pixel_limit
 from representations.cameras import Camera
 
 DEFAULT_MAX_PIXELS = IntakeConfig().max_pixels

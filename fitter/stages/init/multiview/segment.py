@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from fitter.stages.intake.masking import selfie_probability
+
 SELFIE_THRESHOLD = 0.5
 
 
@@ -27,7 +29,6 @@ def view_mask(rgba: np.ndarray) -> np.ndarray:
     image has one, else the selfie segmenter's largest component (holes filled)."""
     if has_alpha(rgba):
         return rgba[..., 3].astype(np.float32) / 255.0
-    from fitter.stages.intake.masking import selfie_probability
 
     person = selfie_probability(np.ascontiguousarray(rgba[..., :3])) > SELFIE_THRESHOLD
     return largest_filled_component(person).astype(np.float32)

@@ -12,10 +12,9 @@ from scipy.spatial import cKDTree
 from common.errors import UserError
 from fitter.stages.init.multiview.fit import ColourVolume
 from fitter.stages.init.multiview.loading import ViewSet
-from fitter.stages.texture.projection import dilate_into_gutters
 from representations.mesh import Mesh, UnwrapOptions, UVUnwrapError, unwrap_uv, uv_to_pixel
 from representations.render import combine_views, texel_surface
-from representations.render.texel import sample_image
+from representations.render.texel import dilate_into_gutters, sample_image
 
 MIN_COSINE = 0.1
 """A view colours a texel only where the surface faces it at least this much."""
@@ -33,7 +32,7 @@ def bake_texture(mesh: Mesh, views: ViewSet, colour: ColourVolume, resolution: i
     """Blend the views into a (resolution²) texture (cosine² weights, inside their masks); texels no
     view sees take the colour volume's value at their 3D position; chart gutters are dilated."""
     try:
-        unwrapped = unwrap_uv(mesh, UnwrapOptions(resolution=resolution, padding=2, max_faces=max_faces))
+        unwrapped = unwrap_uv(mesh, resolution, UnwrapOptions(padding=2, max_faces=max_faces))
     except UVUnwrapError as exc:
         raise UserError(f"multi-view init: UV unwrap failed: {exc}") from None
     surface = texel_surface(unwrapped.verts, unwrapped.faces, unwrapped.uv, unwrapped.uv_faces, resolution)

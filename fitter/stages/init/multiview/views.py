@@ -3,7 +3,7 @@
 `cameras.json` is a list of ``{"file", "azimuth_deg", "elevation_deg", "radius", "fov_deg"}`` in the
 project's orbit convention (`representations/cameras.py`); an orthographic view gives
 ``"ortho_scale"`` (world units the image height spans) instead of ``fov_deg``. An optional
-``"normal_file"`` is a camera-space normal map of that view (same encoding as `subject/normal.png`:
+``"normal_file"`` is a camera-space normal map of that view (same encoding as `reference/normal.png`:
 OpenGL camera frame, RGB = (n + 1) / 2). Every problem with the folder is one-line `UserError`.
 
 File names are confined to the folder: an absolute path, a `..` part, or a symlink that resolves
