@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,3 +29,21 @@ def seeded_rng(request) -> np.random.Generator:
     seed = int(os.environ.get("HEADFIT_TEST_SEED") or secrets.randbits(32))
     print(f"{request.node.nodeid}: random seed {seed} (HEADFIT_TEST_SEED={seed} reproduces it)")
     return np.random.default_rng(seed)
+
+
+@pytest.fixture(scope="module")
+def intake_run(tmp_path_factory) -> Path:
+    """A run folder holding a finished intake of the shipped photo (preview config, tiny models)."""
+    from tests.reference_support import run_to
+
+    out = tmp_path_factory.mktemp("intake") / "run"
+    assert run_to(out, "intake") == 0
+    return out
+
+
+@pytest.fixture
+def run_dir(intake_run: Path, tmp_path: Path) -> Path:
+    """A private copy of `intake_run` that a test may run later stages in."""
+    out = tmp_path / "run"
+    shutil.copytree(intake_run, out)
+    return out

@@ -6,7 +6,7 @@ other stderr lines allowed are documented `warning: ...` lines the case names. N
 folder may change except files that a run folder's manifest (`OUT/.headfit.json`) lists as written
 by the engine, and a case that says it writes nothing must leave the folder exactly as it was.
 
-Cases live in `tests/test_corpus_*.py` (one file per area, so xdist spreads them over workers).
+Cases live in `tests/**/test_corpus_*.py` (one file per area, so xdist spreads them over workers).
 """
 
 from __future__ import annotations

@@ -1,0 +1,157 @@
+"""One smoke run, then its report in headless Chromium, its exports through the Khronos glTF
+validator, trimesh and Blender, and `run.py eval` on it.
+
+The browser, validator and Blender are installed by .ci/run; under CI=true a missing tool is a
+failure, elsewhere the test is skipped and says what to install.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import trimesh
+from PIL import Image
+
+from fitter.cli import main
+from fitter.stages.export.report.viewer import npm_cache_dir
+from representations.cameras import EVAL_VIEWS
+from tests.helpers import need, shared_run
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, worker_id) -> Path:
+    return shared_run(tmp_path_factory, worker_id)
+
+
+def test_report_files(run_dir):
+    page = (run_dir / "report.html").read_text()
+    for name in EVAL_VIEWS:
+        assert f'src="report/eval_{name}.png"' in page and (run_dir / "report" / f"eval_{name}.png").is_file()
+    assert 'src="subject/image_512.png"' in page and 'src="turntable.mp4"' in page
+    curve = Image.open(run_dir / "report" / "loss_geometry_sculpt.png")
+    assert curve.size[0] >= 500 and np.asarray(curve.convert("L")).std() > 10
+    assert "psnr_db" in page and "lambda_mask" in page  # metrics table and resolved config
+    assert "report.html" in (run_dir / "run.log").read_text()
+
+
+def test_report_in_headless_chromium(run_dir, tmp_path):
+    chromium = shutil.which("chromium")
+    need(chromium is not None, "Debian chromium")
+    need((run_dir / "report" / "model-viewer.min.js").is_file(), "@google/model-viewer",
+         "is not installed (python run.py install-viewer, or bash .ci/run)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        problems: list[str] = []
+        page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: problems.append(str(e)))
+        page.goto((run_dir / "report.html").as_uri())
+        # loaded and shown (model-viewer's `modelIsVisible`), then two animation frames: the first drawn one
+        page.wait_for_function("(() => { const v = document.querySelector('model-viewer');"
+                               " return v?.loaded === true && v.modelIsVisible === true; })()", timeout=60_000)
+        page.evaluate("new Promise(done => requestAnimationFrame(() => requestAnimationFrame(done)))")
+        shot = tmp_path / "viewer.png"
+        page.locator("model-viewer").screenshot(path=str(shot))
+        browser.close()
+    assert problems == []
+    pixels = np.asarray(Image.open(shot).convert("RGB")).astype(int)
+    background = np.median(pixels.reshape(-1, 3), axis=0)
+    changed = np.abs(pixels - background).sum(-1) > 40
+    assert changed.mean() > 0.05, "the viewer's canvas is blank"
+    assert pixels[changed].std() > 20  # a textured face, not a flat silhouette
+
+
+def test_report_without_viewer_says_so(run_dir, tmp_path, monkeypatch):
+    from fitter.config import load_config
+    from fitter.stages.export.report import viewer, write_report
+
+    monkeypatch.setenv("HEADFIT_NPM_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr(viewer, "VENDOR_DIR", tmp_path / "empty-vendor")
+    monkeypatch.setattr(viewer.subprocess, "run", lambda *a, **k: pytest.fail("a report ran a command"))
+    out = tmp_path / "run"
+    shutil.copytree(run_dir, out, ignore=shutil.ignore_patterns("report*", "*.pt"))
+    write_report(out, load_config(out / "config.yaml"))
+    page = (out / "report.html").read_text()
+    assert 'id="no-viewer"' in page and "<model-viewer" not in page and "empty-cache" in page
+    assert "python run.py install-viewer" in page
+    assert not (out / "report" / "model-viewer.min.js").exists()
+
+
+def test_glb_passes_khronos_validator(run_dir):
+    node = shutil.which("node")
+    modules = npm_cache_dir() / "node_modules"
+    need(node is not None and (modules / "gltf-validator").is_dir(), "node + gltf-validator in .cache/npm")
+    script = ("const v=require('gltf-validator');const b=require('fs').readFileSync(process.argv[1]);"
+              "v.validateBytes(new Uint8Array(b)).then(r=>console.log(JSON.stringify(r.issues)))"
+              ".catch(e=>{console.error(String(e));process.exit(3)})")
+    result = subprocess.run([node, "-e", script, str(run_dir / "head.glb")], capture_output=True, text=True,
+                            timeout=120, env={**os.environ, "NODE_PATH": str(modules)})
+    assert result.returncode == 0, result.stderr
+    issues = json.loads(result.stdout)
+    errors = [m for m in issues["messages"] if m["severity"] == 0]
+    assert issues["numErrors"] == 0, errors
+
+
+def test_obj_set_loads_in_trimesh_with_texture(run_dir):
+    mesh = trimesh.load(run_dir / "head.obj", force="mesh")
+    assert len(mesh.faces) > 500 and mesh.visual.uv is not None and len(mesh.visual.uv) == len(mesh.vertices)
+    image = mesh.visual.material.image
+    assert image is not None and image.size == Image.open(run_dir / "head.png").size
+    uv = np.asarray(mesh.visual.uv)
+    assert uv.min() >= 0.0 and uv.max() <= 1.0
+
+
+BLENDER_CHECK = """
+import json, sys, bpy
+bpy.ops.wm.read_factory_settings(use_empty=True)
+bpy.ops.import_scene.gltf(filepath=sys.argv[1])
+mesh = [o for o in bpy.context.scene.objects if o.type == "MESH"][0].data
+images = [n.image for m in mesh.materials for n in m.node_tree.nodes if n.type == "TEX_IMAGE" and n.image]
+print(json.dumps({"faces": len(mesh.polygons), "uv_layers": len(mesh.uv_layers),
+                  "image": list(images[0].size) if images else None}))
+"""
+
+
+def test_glb_imports_into_blender(run_dir):
+    probe = subprocess.run([sys.executable, "-c", "import importlib.util as u; print(u.find_spec('bpy') is not None)"],
+                           capture_output=True, text=True, timeout=60)
+    need(probe.stdout.strip() == "True", "bpy 5.0.1 (Blender as a Python module, pip install -e '.[blender]')")
+    result = subprocess.run([sys.executable, "-c", BLENDER_CHECK, str(run_dir / "head.glb")], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    info = json.loads(result.stdout.strip().splitlines()[-1])
+    glb = trimesh.load(run_dir / "head.glb", force="mesh")
+    assert info["faces"] == len(glb.faces) and info["uv_layers"] == 1
+    assert info["image"] == list(Image.open(run_dir / "head.png").size)
+
+
+def test_eval_command_on_run(run_dir, tmp_path, capsys):
+    summary = tmp_path / "summary"
+    assert main(["eval", str(run_dir), "--out", str(summary)]) == 0
+    printed = capsys.readouterr().out
+    result = json.loads((run_dir / "eval.json").read_text())
+    metrics = result["metrics"]
+    assert set(result["views"]) == set(EVAL_VIEWS)
+    assert all((run_dir / v["image"]).is_file() for v in result["views"].values())
+    metrics_json = json.loads((run_dir / "metrics.json").read_text())["reference"]
+    assert metrics["psnr_db"]["value"] == pytest.approx(metrics_json["psnr_db"], abs=1e-6)
+    assert metrics["ssim"]["value"] == pytest.approx(metrics_json["ssim"], abs=1e-6)
+    dlib = metrics["identity_dlib_distance"]
+    assert dlib["computed"] and set(dlib["per_view"]) == set(EVAL_VIEWS)
+    assert dlib["per_view"]["rear"] is None  # no face on the back of the head
+    for key, setting in (("clip_i", "models.clip"), ("lpips", "models.lpips"), ("identity_arcface_cosine", "models.arcface")):
+        assert metrics[key] == {"computed": False, "value": None, "reason": metrics[key]["reason"]}
+        assert setting in metrics[key]["reason"]
+    rows = (summary / "eval_summary.csv").read_text().splitlines()
+    assert rows[0] == "run,identity_arcface_cosine,identity_dlib_distance,clip_i,lpips,psnr_db,ssim"
+    assert rows[1].startswith(f"{run_dir.name},,") and len(rows) == 2
+    markdown = (summary / "eval_summary.md").read_text()
+    assert "| run |" in markdown and "lpips: not computed" in markdown and markdown in printed

@@ -1,0 +1,103 @@
+"""Constants and helpers that several test files share (not fixtures: those live in conftest.py).
+Test files import from here, never from one another."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fitter.cli import main
+from fitter.config import REPO_ROOT
+
+EXAMPLE = str(REPO_ROOT / "examples" / "astronaut.png")
+PREVIEW = str(REPO_ROOT / "configs" / "preview.yaml")
+SMOKE = [
+    "fit.geometry.steps=12", "fit.geometry.init_fit_steps=30", "fit.geometry.grid_resolution=40",
+    "fit.geometry.render_size=96", "fit.geometry.band_rebuild_every=5", "fit.texture.resolution=256",
+    "fit.texture.unwrap.max_faces=4000", "export.view_size=128", "export.turntable_frames=6",
+    "export.turntable_size=128", "run.checkpoint_every=4",
+]
+"""Overrides that make the preview config a smoke-scale fit (seconds per stage)."""
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def need(available: bool, what: str, hint: str = "is not installed (bash .ci/run installs it)") -> None:
+    """Fail under CI (which installs every tool), skip with the reason elsewhere."""
+    if not available:
+        message = f"{what} {hint}"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+def smoke_fit(out: Path, *extra: str) -> int:
+    """The whole fit of the shipped photo at smoke scale, in this process; the exit code."""
+    return main(["--image", EXAMPLE, "--config", PREVIEW, "--out", str(out), *SMOKE, *extra])
+
+
+def shared_run(tmp_path_factory, worker_id: str) -> Path:
+    """One finished smoke run per test session, shared by the xdist workers through a lock."""
+    from filelock import FileLock
+
+    if worker_id == "master":
+        root = tmp_path_factory.getbasetemp()
+    else:
+        root = tmp_path_factory.getbasetemp().parent  # the session folder all workers share
+    out = root / "shared_smoke_run"
+    with FileLock(str(root / "shared_smoke_run.lock")):
+        if not (out / "export" / "done.json").is_file():
+            assert smoke_fit(out) == 0
+    return out
+
+
+def signal_when_logged(proc: subprocess.Popen, out: Path, needle: str, signum: int, timeout: float = 180) -> str:
+    """Send `signum` to a running fit once `needle` appears in its run.log; its stderr once it ended."""
+    deadline = time.time() + timeout
+    log = out / "run.log"
+    while time.time() < deadline and needle not in (log.read_text() if log.exists() else ""):
+        time.sleep(0.1)
+    proc.send_signal(signum)
+    return proc.communicate(timeout=120)[1]
+
+
+def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
+    """`run.py ARGS` in this process: the exit code, stdout and stderr."""
+    code = main(args)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def mirrored_photo(folder: Path) -> Path:
+    """Another photo (another sha256, the same face mirrored)."""
+    path = folder / "mirrored.png"
+    Image.fromarray(np.asarray(Image.open(EXAMPLE))[:, ::-1].copy()).save(path)
+    return path
+
+
+def tiny_arcface(path: Path) -> Path:
+    """A tiny random ONNX model with ArcFace's interface: (1, 3, 112, 112) -> (1, 512)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.random.default_rng(0).normal(size=(3, 512)).astype(np.float32), "w")
+    nodes = [
+        helper.make_node("GlobalAveragePool", ["data"], ["pooled"]),
+        helper.make_node("Flatten", ["pooled"], ["flat"]),
+        helper.make_node("MatMul", ["flat", "w"], ["fc1"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "tiny_arcface",
+        [helper.make_tensor_value_info("data", TensorProto.FLOAT, [1, 3, 112, 112])],
+        [helper.make_tensor_value_info("fc1", TensorProto.FLOAT, [1, 512])],
+        initializer=[weight],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
