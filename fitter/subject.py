@@ -119,12 +119,18 @@ class Subject:
         with Image.open(self.path(MASK)) as image:
             return image.convert("L")
 
-    def mask(self, size: Optional[int] = None) -> torch.Tensor:
-        """(S, S) float32 foreground in [0, 1] at side ``size`` (None: mask.png's own side)."""
+    def mask(self, size: Optional[int] = None, smooth: bool = False) -> torch.Tensor:
+        """(S, S) float32 foreground in [0, 1] at side ``size`` (None: mask.png's own side).
+
+        ``smooth``: resample in float rather than in 8 bits, so a resized edge keeps its fractional
+        coverage (the geometry stage's mask loss wants it; the 8-bit resample is what the others use)."""
         image = self._mask
-        if size is not None and (size, size) != image.size:
-            image = image.resize((size, size), Image.BILINEAR)
-        return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0)
+        if size is None or (size, size) == image.size:
+            return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0)
+        if smooth:
+            grey = Image.fromarray(np.asarray(image, dtype=np.float32) / 255.0, mode="F")
+            return torch.from_numpy(np.array(grey.resize((size, size), Image.BILINEAR), dtype=np.float32))
+        return torch.from_numpy(np.asarray(image.resize((size, size), Image.BILINEAR), dtype=np.float32) / 255.0)
 
     # --- landmarks (landmarks.json) ---------------------------------------------------------------
     @cached_property

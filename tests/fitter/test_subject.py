@@ -55,6 +55,15 @@ def test_image_and_mask_at_any_size(subject, subject_dir):
     assert torch.equal(subject.mask(256), torch.from_numpy(np.asarray(expected, dtype=np.float32) / 255.0))
 
 
+def test_smooth_mask_keeps_fractional_edges_where_the_8_bit_resample_rounds(subject, subject_dir):
+    grey = np.asarray(Image.open(subject_dir / "mask.png").convert("L"), dtype=np.float32) / 255.0
+    expected = np.array(Image.fromarray(grey, mode="F").resize((100, 100), Image.BILINEAR))
+    smooth = subject.mask(100, smooth=True).numpy()
+    assert np.array_equal(smooth, expected)
+    rounded = subject.mask(100).numpy()
+    assert np.abs(rounded - smooth).max() <= 1 / 255 and np.array_equal(rounded * 255, np.round(rounded * 255))
+
+
 def test_landmarks_scale_with_the_requested_side(subject, subject_dir):
     stored = json.loads((subject_dir / "landmarks.json").read_text())
     crop_px = np.asarray(stored["landmarks"], dtype=np.float64)[:, :2]

@@ -45,7 +45,7 @@ def _read_grey(path, size: int) -> np.ndarray:
 def load_reference(ctx: RunContext, size: int) -> Reference:
     device = ctx.device
     camera = ctx.subject.camera(size)
-    mask = ctx.subject.mask(size).to(device)[..., None]
+    mask = ctx.subject.mask(size, smooth=True).to(device)[..., None]
     world = ctx.subject.landmarks_world
     pixels, depth = camera.project(world)
     view_dir = camera.position / np.linalg.norm(camera.position)
