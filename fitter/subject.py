@@ -99,11 +99,16 @@ class Subject:
         assert self._crop_small is not None, f"{self.path(IMAGE_SMALL)} is missing"
         return int(self._crop_small.shape[0])
 
-    def image_uint8(self, size: Optional[int] = None) -> np.ndarray:
-        """(S, S, 3) uint8 RGB crop at side ``size`` (None: the crop's own side)."""
+    def image_uint8(self, size: Optional[int] = None, resample: Optional[int] = None) -> np.ndarray:
+        """(S, S, 3) uint8 RGB crop at side ``size`` (None: the crop's own side).
+
+        Resized as the intake made `image_512.png` (area when shrinking, cubic when enlarging), or with
+        the PIL filter ``resample`` (e.g. `Image.LANCZOS`, what the GAN inversion was tuned with)."""
         crop = self._crop
         if size is None or size == crop.shape[0]:
             return crop.copy()
+        if resample is not None:
+            return np.asarray(Image.fromarray(crop).resize((size, size), resample))
         if self._crop_small is not None and size == self._crop_small.shape[0]:
             return self._crop_small.copy()
         import cv2

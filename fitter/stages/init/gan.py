@@ -30,6 +30,7 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from scipy.ndimage import distance_transform_edt
 from skimage.measure import marching_cubes
 from torch import Tensor
@@ -61,7 +62,8 @@ def ramped_lr(t: float, lr: float, rampup: float, rampdown: float) -> float:
 
 def target_image(subject: Subject, size: int) -> Tensor:
     """The subject's crop as (1, 3, size, size) in [-1, 1]."""
-    return torch.from_numpy(subject.image_uint8(size).astype(np.float32) / 127.5 - 1.0).permute(2, 0, 1)[None]
+    image = subject.image_uint8(size, resample=Image.LANCZOS)
+    return torch.from_numpy(image.astype(np.float32) / 127.5 - 1.0).permute(2, 0, 1)[None]
 
 
 def psnr(a: Tensor, b: Tensor) -> float:
