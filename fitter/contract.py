@@ -35,7 +35,7 @@ def no_models(cfg: Config) -> list[ModelSpec]:
     return []
 
 
-def no_inputs(cfg: Config, image: Path, subject_dir: Path) -> dict[str, Path]:
+def no_inputs(cfg: Config, subject_dir: Path) -> dict[str, Path]:
     return {}
 
 
@@ -50,8 +50,8 @@ class StageContract:
     reads: tuple[str, ...] = ()
     writes: tuple[str, ...] = ()
     sections: Callable[[Config], tuple[str, ...]] = no_sections
-    inputs: Callable[[Config, Path, Path], dict[str, Path]] = no_inputs
-    """(cfg, photo, subject_dir) -> {stable name: path}; an absent path hashes as None."""
+    inputs: Callable[[Config, Path], dict[str, Path]] = no_inputs
+    """(cfg, subject_dir) -> {stable name: path}; an absent path hashes as None."""
     models: Callable[[Config], list[ModelSpec]] = no_models
     check: Callable[[Config, Path], None] = no_check
     reuse: bool = False

@@ -57,11 +57,10 @@ def _digest(payload: object) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def stage_input_files(cfg: Config, subject_dir: Path, image: Optional[Path] = None) -> dict[str, dict[str, str | None]]:
+def stage_input_files(cfg: Config, subject_dir: Path) -> dict[str, dict[str, str | None]]:
     """sha256 (None: absent) of the files each stage reads beyond its upstream stages' outputs and its
     config, by a name that does not depend on where the run folder is (a copied or moved run still resumes)."""
-    image = Path(image) if image is not None else subject_dir / "input"
-    return {c.name: {name: file_sha256(path) for name, path in c.inputs(cfg, image, subject_dir).items()} for c in LATER}
+    return {c.name: {name: file_sha256(path) for name, path in c.inputs(cfg, subject_dir).items()} for c in LATER}
 
 
 def stage_hashes(cfg: Config, subject: dict, input_files: dict[str, dict] | None = None) -> dict[str, str]:
@@ -170,7 +169,7 @@ class Pipeline:
 
     def _hashes(self) -> dict[str, str]:
         subject = Subject.load(self.out / "subject").record
-        return stage_hashes(self.user_cfg, subject, stage_input_files(self.cfg, self.out / "subject", self.image))
+        return stage_hashes(self.user_cfg, subject, stage_input_files(self.cfg, self.out / "subject"))
 
     def _finished(self, contract: StageContract, digest: str, resume: bool) -> bool:
         """Whether `contract`'s stage may be skipped: done under `digest`, and --resume or a reused stage."""

@@ -10,7 +10,7 @@ from fitter.stages.init.stage import check_init_inputs, run
 from guidance.registry import ModelSpec
 
 
-def inputs(cfg: Config, image: Path, subject_dir: Path) -> dict[str, Path]:
+def inputs(cfg: Config, subject_dir: Path) -> dict[str, Path]:
     init = cfg.init
     if init.kind == "mesh" and init.mesh_path:
         return {"mesh": Path(init.mesh_path)}

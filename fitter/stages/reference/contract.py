@@ -18,7 +18,7 @@ def sections(cfg: Config) -> tuple[str, ...]:
     return ("reference", "models.preset", *models, "prompt", "run.seed")
 
 
-def inputs(cfg: Config, image: Path, subject_dir: Path) -> dict[str, Path]:
+def inputs(cfg: Config, subject_dir: Path) -> dict[str, Path]:
     if cfg.reference.source == "user":
         return {f"user_{kind}": Path(path) for kind, path in user_map_paths(cfg).items()}
     if cfg.reference.source == "none":

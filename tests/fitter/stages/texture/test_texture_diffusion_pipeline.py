@@ -13,8 +13,8 @@ from fitter.cli import main
 from fitter.config import REPO_ROOT
 from representations.mesh import read_mesh
 from representations.render import texel_surface
+from tests.helpers import EXAMPLE
 
-EXAMPLE = str(REPO_ROOT / "examples" / "astronaut.png")
 HERO = str(REPO_ROOT / "configs" / "portrait3d.yaml")
 TINY = [
     "models.preset=tiny-random", "fit.geometry.lambda_isd=0", "reference.source=none",
