@@ -19,14 +19,15 @@ from fitter.evaluate.protocol import check_run, evaluate_run, write_summary
 from fitter.logs import setup_terminal
 from fitter.outdir import RunFolder, check_writable
 from fitter.pipeline import Pipeline
-from fitter.requirements import check_models
+from fitter.requirements import check_models, model_role_problems
 from fitter.stages.export.report.viewer import MODEL_VIEWER_VERSION, PACKAGE, install_viewer
+from guidance.models.convert import convert_weights
 from guidance.panohead.convert import convert_checkpoint
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USER, EXIT_STOPPED = 0, 1, 2, 130
 FIT = "fit"
 """The command a command line without a command name runs (`run.py --image ...`)."""
-SUBCOMMANDS = ("check-models", "eval", "batch", "convert-panohead", "install-viewer")
+SUBCOMMANDS = ("check-models", "eval", "batch", "convert-panohead", "convert-weights", "install-viewer")
 PREVIEW_HINT = "python run.py --image PHOTO --config configs/preview.yaml"
 
 
@@ -105,7 +106,9 @@ def apply_reference_options(cfg: Config, normal: Optional[Path], depth: Optional
 
 def add_check_models(commands: Any) -> None:
     p = commands.add_parser("check-models", prog="run.py check-models", intermixed=True,
-                            description="List every model the config needs, found or missing, and where it looked.")
+                            description="List every model the config needs: found (where), needs convert-weights (the exact "
+                            "command to run), or MISSING (where it looked); then whether each fits its role (read from its "
+                            "config.json). Exit code 0 only when every model is found and fits.")
     p.add_argument("--config", type=path_arg, default=DEFAULT_CONFIG)
     p.add_argument("overrides", nargs="*", metavar="key.path=value")
     p.set_defaults(run=cmd_check_models)
@@ -185,6 +188,26 @@ def cmd_convert_panohead(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def add_convert_weights(commands: Any) -> None:
+    p = commands.add_parser("convert-weights", prog="run.py convert-weights",
+                            description="Convert pickle weights (.bin/.pt/.pth/.ckpt) to safetensors without running the pickle "
+                            "(torch.load(weights_only=True): tensors only; anything else is refused). SRC is a weight file or a "
+                            "model folder (diffusers/hub layout: configs and tokenizer files are copied, pickles converted under "
+                            "the names the loaders look for). `run.py check-models` prints the command for each model that needs it.")
+    p.add_argument("src", type=path_arg, metavar="SRC", help="a pickle weight file or a model folder")
+    p.add_argument("dst", type=path_arg, metavar="DST", help="the folder to write (or, for a file SRC, the .safetensors file); "
+                   "never SRC or inside it, and no file there that convert-weights did not write is overwritten")
+    p.set_defaults(run=cmd_convert_weights)
+
+
+def cmd_convert_weights(args: argparse.Namespace) -> int:
+    written = convert_weights(args.src, args.dst)
+    for path in written:
+        print(f"wrote {path}")
+    print(f"converted {args.src} into {args.dst}: {len(written)} files")
+    return EXIT_OK
+
+
 def add_install_viewer(commands: Any) -> None:
     p = commands.add_parser("install-viewer", prog="run.py install-viewer",
                             description=f"Install the report's interactive 3D viewer ({PACKAGE}@{MODEL_VIEWER_VERSION}) once: "
@@ -201,26 +224,41 @@ def cmd_install_viewer(args: argparse.Namespace) -> int:
 
 
 def missing_models_message(cfg_path: Path, cfg: Config) -> Optional[str]:
-    missing = [loc for loc in check_models(cfg) if not loc.ok]
-    if not missing:
-        return None
-    parts = [f"{loc.spec.role} ({loc.spec.key}={loc.spec.source}; looked in {', '.join(loc.looked)})" for loc in missing]
-    return (
-        f"missing model weights for {cfg_path}: " + "; ".join(parts)
-        + f". Put them in place (hub ids in the Hugging Face cache, or folders), or run the offline preview: {PREVIEW_HINT}"
-    )
+    """One line when a required model is missing, has only pickle weights it may not load (with the
+    convert-weights command), or does not fit its role; None when every model is ready."""
+    checks = check_models(cfg)
+    missing = [check for check in checks if check.state == "missing"]
+    if missing:
+        parts = [f"{c.spec.role} ({c.spec.describe()}; " + (f"{c.why}; " if c.why else "") + f"looked in {', '.join(c.location.looked)})"
+                 for c in missing]
+        return (
+            f"missing model weights for {cfg_path}: " + "; ".join(parts)
+            + f". Put them in place (hub ids in the Hugging Face cache, or folders), or run the offline preview: {PREVIEW_HINT}"
+        )
+    convert = [check for check in checks if check.state == "convert"]
+    if convert:
+        parts = [f"{c.spec.role} ({c.spec.describe()}): {c.why}; run `{c.command}`" + (f", then {c.then}" if c.then else "")
+                 for c in convert]
+        return ("model weights that are pickles (which can run code when loaded) need converting first: " + "; ".join(parts)
+                + " (or list the models in models.allow_pickle if you trust their source)")
+    problems = model_role_problems(cfg, checks)
+    if problems:
+        return "models that do not fit their roles: " + "; ".join(problems)
+    return None
 
 
 def cmd_check_models(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
-    locations = check_models(cfg)
-    if not locations:
+    checks = check_models(cfg)
+    if not checks:
         print(f"{args.config}: needs no downloadable models (preset {cfg.models.preset})")
         return EXIT_OK
-    for loc in locations:
-        state = f"found   {loc.found}" if loc.ok else "MISSING looked in " + "; ".join(loc.looked)
-        print(f"{loc.spec.role:40s} {loc.spec.key}={loc.spec.source}\n    {state}")
-    return EXIT_OK if all(loc.ok for loc in locations) else EXIT_USER
+    for check in checks:
+        print(f"{check.spec.role:40s} {check.spec.describe()}\n    {check.line()}")
+    problems = model_role_problems(cfg, checks)
+    for problem in problems:
+        print(f"MISMATCH {problem}")
+    return EXIT_OK if all(check.ok for check in checks) and not problems else EXIT_USER
 
 
 def user_inputs(args: argparse.Namespace, cfg: Config) -> list[Path]:
@@ -304,7 +342,7 @@ def out_of_memory_message(exc: BaseException) -> str:
 def command_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="run.py")
     commands = parser.add_subparsers(dest="command", required=True)
-    for add in (add_fit, add_check_models, add_eval, add_batch, add_convert_panohead, add_install_viewer):
+    for add in (add_fit, add_check_models, add_eval, add_batch, add_convert_panohead, add_convert_weights, add_install_viewer):
         add(commands)
     return parser
 

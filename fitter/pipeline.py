@@ -100,9 +100,9 @@ def stage_done(out: Path, stage: str, digest: str, check_files: bool = False) ->
 
 
 def with_effective_models(cfg: Config) -> Config:
-    """The config the stages run with: `models.preset=tiny-random` resolved to the tiny model folders
-    (built once in the cache), so the intake's ArcFace embedding and every stage load the same set."""
-    if cfg.models.preset != "tiny-random":
+    """The config the stages run with: `models.preset=tiny-random`/`random-full` resolved to the preset's
+    model folders (built once in the cache), so the intake's ArcFace embedding and every stage load the same set."""
+    if cfg.models.preset == "real":
         return cfg
     return dataclasses.replace(cfg, models=effective_models_config(cfg.models))
 

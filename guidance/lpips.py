@@ -1,7 +1,7 @@
 """LPIPS v0.1 (Zhang et al. 2018), the project's one implementation: unit-normalised trunk features at
 five ReLUs, squared differences weighted per channel by linear heads, averaged over space, summed over layers.
 
-Weight file (safetensors, or a torch state dict when ``models.allow_pickle=true``, read by the one
+Weight file (safetensors, or a torch state dict when ``models.allow_pickle=[lpips]``, read by the one
 guarded loader `guidance.weights.load_state_dict`): the trunk's torchvision names
 ``features.{i}.weight/bias`` plus the LPIPS linear heads ``lin{0..4}.model.1.weight`` (shape (1, C, 1, 1)),
 the layout of the public LPIPS weights merged with torchvision's features. Two trunks:
@@ -101,7 +101,7 @@ class LPIPS(nn.Module):
         """Frozen, in eval mode, from a safetensors file, or a pickle (`.pth`, `.pt` ...) only when
         `allow_pickle`; ``key`` names the setting that points at the file (for the messages)."""
         model = cls(trunk)
-        model.load_weights(load_state_dict(path, allow_pickle), f"{path}" + (f" ({key})" if key else ""))
+        model.load_weights(load_state_dict(path, allow_pickle, "lpips"), f"{path}" + (f" ({key})" if key else ""))
         return model.eval().requires_grad_(False)
 
     def load_weights(self, state: dict[str, Tensor], source: str) -> None:

@@ -1,10 +1,12 @@
 """Loading raw weight files safely: the one place where weight files are opened.
 
 safetensors files hold only tensors and are always loaded. Pickle-based files (`.bin`, `.pt`,
-`.ckpt`, `.pth`) can run code while unpickling, so they are refused unless the config says
-`models.allow_pickle=true`; even then they go through `torch.load(weights_only=True)` (in
-`unpickle_plain`, the project's only `torch.load`), which rejects anything but tensors and plain
-containers. Every failure is one line: `WeightFileError` (a `MissingModelError`, so exit 2).
+`.ckpt`, `.pth`) can run code while unpickling, so they are refused unless `models.allow_pickle`
+names the model (e.g. `models.allow_pickle=[lpips]`); even then they go through
+`torch.load(weights_only=True)` (in `unpickle_plain`, the project's only `torch.load`), which rejects
+anything but tensors and plain containers. `python run.py convert-weights` (guidance/models/convert.py)
+reads a pickle the same way and writes safetensors. Every failure is one line: `WeightFileError` (a
+`MissingModelError`, so exit 2).
 """
 
 from __future__ import annotations
@@ -26,17 +28,18 @@ class WeightFileError(MissingModelError, ValueError):
 
 
 class PickleRefusedError(WeightFileError):
-    """A pickle weight file was named while `models.allow_pickle` is off."""
+    """A pickle weight file was named while `models.allow_pickle` does not name its model."""
 
 
-def load_state_dict(path: str | Path, allow_pickle: bool = False) -> dict[str, torch.Tensor]:
+def load_state_dict(path: str | Path, allow_pickle: bool = False, pickle_name: str = "") -> dict[str, torch.Tensor]:
     """A flat {name: tensor} dict from a safetensors file, or from a pickle file when allowed."""
-    return _tensors_only(read_weight_file(path, allow_pickle), Path(path))
+    return _tensors_only(read_weight_file(path, allow_pickle, pickle_name), Path(path))
 
 
-def read_weight_file(path: str | Path, allow_pickle: bool = False) -> Any:
+def read_weight_file(path: str | Path, allow_pickle: bool = False, pickle_name: str = "") -> Any:
     """The contents of a weight file: a safetensors file's {name: tensor}, or (when allowed) whatever
-    plain containers of tensors a pickle holds (e.g. the nested dicts of an IP-Adapter `.bin`)."""
+    plain containers of tensors a pickle holds (e.g. the nested dicts of an IP-Adapter `.bin`).
+    ``pickle_name`` is the `models.allow_pickle` entry that would allow it (for the message)."""
     path = Path(path)
     if not path.is_file():
         raise WeightFileError(f"weight file not found: {path}" if not path.exists() else f"weight file {path} is not a file")
@@ -44,11 +47,14 @@ def read_weight_file(path: str | Path, allow_pickle: bool = False) -> Any:
     if suffix in SAFE_SUFFIXES:
         return read_safetensors(path)
     if suffix not in PICKLE_SUFFIXES:
-        raise WeightFileError(f"unknown weight file type {path.name} (expected .safetensors, or {', '.join(PICKLE_SUFFIXES)} with models.allow_pickle=true)")
+        raise WeightFileError(f"unknown weight file type {path.name} (expected .safetensors, or {', '.join(PICKLE_SUFFIXES)} "
+                              "named in models.allow_pickle)")
     if not allow_pickle:
+        name = pickle_name or "its model"
         raise PickleRefusedError(
-            f"refusing to load pickle weights {path} (a pickle can run code): convert it to .safetensors, "
-            "or set models.allow_pickle=true if you trust its source"
+            f"refusing to load pickle weights {path} (a pickle can run code): convert it with "
+            f"`python run.py convert-weights {path} {path.with_suffix('.safetensors')}` and use that file, "
+            f"or add {name} to models.allow_pickle (e.g. models.allow_pickle=[{pickle_name or 'lpips'}]) if you trust its source"
         )
     return unpickle_plain(path)
 

@@ -86,7 +86,7 @@ def load_clip(models: ModelsConfig):  # type: ignore[no-untyped-def]
 
     try:
         model = CLIPModel.from_pretrained(
-            models.clip, cache_dir=models.cache_dir, local_files_only=True, use_safetensors=not models.allow_pickle)
+            models.clip, cache_dir=models.cache_dir, local_files_only=True, use_safetensors=not models.pickle_allowed("clip"))
     except (OSError, ValueError) as exc:
         raise MissingModelError(f"cannot load the CLIP model models.clip={models.clip}: {' '.join(str(exc).split())[:200]}") from None
     return model.eval()
@@ -124,7 +124,7 @@ def clip_i(photo: np.ndarray, views: dict[str, np.ndarray], models: ModelsConfig
 def lpips_distance(a: np.ndarray, b: np.ndarray, models: ModelsConfig) -> Metric:
     if not models.lpips:
         return not_computed("models.lpips is not set (an AlexNet LPIPS weight file)")
-    net = LPIPS.from_file(models.lpips, "alex", models.allow_pickle, key="models.lpips")
+    net = LPIPS.from_file(models.lpips, "alex", models.pickle_allowed("lpips"), key="models.lpips")
     with torch.no_grad():
         value = net(*(torch.from_numpy(np.ascontiguousarray(x)).float().permute(2, 0, 1)[None] * 2 - 1 for x in (a, b)))
     return computed(float(value[0]), False, note="LPIPS (AlexNet) at the reference view, both images masked")

@@ -1,4 +1,4 @@
-"""Diffusion model loading: hub ids or local folders, safetensors by default, the tiny-random preset."""
+"""Diffusion model loading: hub ids or local folders, safetensors by default, the tiny-random and random-full presets."""
 
 from guidance.models.bundle import (
     GuidanceModels,
@@ -10,8 +10,10 @@ from guidance.models.bundle import (
     load_stable_diffusion,
 )
 from guidance.models.ip_adapter import attach_ip_adapter, read_ip_adapter, set_ip_scale
+from guidance.models.presets import effective_models_config, preset_fields
+from guidance.models.random_full import ensure_random_full_models, random_full_config
 from guidance.models.sources import LoadOptions, Resolved, default_dtype, hub_offline, model_spec, resolve
-from guidance.models.tiny import effective_models_config, ensure_tiny_models, tiny_models_config
+from guidance.models.tiny import ensure_tiny_models, tiny_models_config
 
 __all__ = [
     "GuidanceModels",
@@ -21,6 +23,7 @@ __all__ = [
     "attach_ip_adapter",
     "default_dtype",
     "effective_models_config",
+    "ensure_random_full_models",
     "ensure_tiny_models",
     "hub_offline",
     "ip_adapter_file",
@@ -29,6 +32,8 @@ __all__ = [
     "load_isd_models",
     "load_stable_diffusion",
     "model_spec",
+    "preset_fields",
+    "random_full_config",
     "read_ip_adapter",
     "resolve",
     "set_ip_scale",

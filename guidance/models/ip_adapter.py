@@ -4,8 +4,9 @@ Layout (the one h94/IP-Adapter-FaceID ships): ``image_proj`` holds the identity 
 ``proj.0`` (512 → hidden), GELU, ``proj.2`` (hidden → tokens·D) and ``norm`` (LayerNorm over D);
 ``ip_adapter`` holds ``{k}.to_k_ip.weight`` / ``{k}.to_v_ip.weight`` for each cross-attention layer
 (k = 1, 3, 5, … in the UNet's processor order). A ``.safetensors`` file stores them flat as
-``image_proj.<name>`` / ``ip_adapter.<name>``; a pickle (``.bin``) nests the two dicts and is read
-only with ``allow_pickle`` (and then with ``torch.load(weights_only=True)``).
+``image_proj.<name>`` / ``ip_adapter.<name>``; a pickle (``.bin``, what h94 ships) nests the two dicts and
+is read only when ``models.allow_pickle`` names ``ip_adapter`` (and then with ``torch.load(weights_only=True)``);
+`python run.py convert-weights` writes the flat safetensors form of it.
 The portrait model maps a 512-d ArcFace embedding to 16 tokens of 768 (SD1.5's cross-attention
 width); diffusers turns it into an `IPAdapterFaceIDImageProjection` and `IPAdapterAttnProcessor2_0`.
 
@@ -27,6 +28,7 @@ from torch import Tensor
 
 from common.errors import MissingModelError, UserError
 from guidance.models.loading import PICKLE_SUFFIXES
+from guidance.models.quiet import quiet_loading
 from guidance.weights import read_weight_file
 
 PARTS = ("image_proj", "ip_adapter")
@@ -54,8 +56,10 @@ def read_ip_adapter(path: str | Path, allow_pickle: bool = False) -> dict[str, d
     path = Path(path)
     if path.suffix in PICKLE_SUFFIXES:
         if not allow_pickle:
-            raise MissingModelError(f"refusing pickle IP-Adapter weights {path} (a pickle can run code): use the .safetensors file or set models.allow_pickle=true")
-        state = read_weight_file(path, allow_pickle)
+            raise MissingModelError(f"refusing pickle IP-Adapter weights {path} (a pickle can run code): `python run.py check-models` "
+                                    "prints the convert-weights command that writes its .safetensors (loaded instead), "
+                                    "or add ip_adapter to models.allow_pickle if you trust its source")
+        state = read_weight_file(path, allow_pickle, "ip_adapter")
         state = state if isinstance(state, dict) else {}
         nested = {part: dict(state.get(part) or {}) for part in PARTS}
     elif path.suffix == ".safetensors":
@@ -72,7 +76,8 @@ def attach_ip_adapter(unet: Any, state: dict[str, dict[str, Tensor]], scale: flo
     tokens_dim = state["image_proj"]["norm.weight"].shape[0]
     if tokens_dim != unet.config.cross_attention_dim:
         raise MissingModelError(f"IP-Adapter tokens are {tokens_dim}-d but the UNet's cross-attention is {unet.config.cross_attention_dim}-d: wrong IP-Adapter for this base model")
-    ip_adapter_loader(unet)([state], low_cpu_mem_usage=False)
+    with quiet_loading():
+        ip_adapter_loader(unet)([state], low_cpu_mem_usage=False)
     unet.requires_grad_(False)
     set_ip_scale(unet, scale)
 

@@ -88,9 +88,5 @@ def tiny_models_config(models: ModelsConfig, root: Path | None = None) -> Models
     """``models`` with every model field pointing at the tiny folders (built if needed)."""
     root = ensure_tiny_models(root)
     fields: dict[str, Any] = {name: str(root / name) for name in TINY_FIELDS - {"arcface"}}
-    return dataclasses.replace(models, preset="real", ip_adapter_weight=IP_WEIGHT, arcface=str(root / "arcface" / "tiny_arcface.onnx"), **fields)
-
-
-def effective_models_config(models: ModelsConfig) -> ModelsConfig:
-    """The config to load from: the tiny folders for ``preset=tiny-random``, else ``models`` itself."""
-    return tiny_models_config(models) if models.preset == "tiny-random" else models
+    return dataclasses.replace(models, preset="real", ip_adapter_weight=IP_WEIGHT, arcface=str(root / "arcface" / "tiny_arcface.onnx"),
+                               subfolders={}, variants={}, **fields)  # the tiny folders are the models themselves

@@ -1,4 +1,4 @@
-"""Error corpus, weight files: every way `run.py convert-panohead` can fail (bad, hostile, self-referential
+"""Error corpus, weight files: every way `run.py convert-panohead` can fail, `run.py convert-weights` refusals (bad, hostile, self-referential
 and "billion laughs" pickles; outputs that cannot or must not be written), the same checkpoints given
 to a fit as `models.panohead`, and pickled LPIPS weights without `models.allow_pickle` (see tests/corpus.py)."""
 
@@ -92,10 +92,28 @@ def pickled_lpips(folder: Path) -> list[str]:
     save_safetensors(NetworkWeights("TriPlaneGenerator", TINY_KWARGS, tiny_generator().state_dict()), checkpoint)
     torch.save({"features.0.weight": pk.SystemCall(f"touch {folder / 'ran'}")}, folder / "lpips.pt")
     return ["--image", str(EXAMPLE), "--config", PREVIEW, "--out", str(folder / "out"), *CHEAP_GAN,
-            f"models.panohead={checkpoint}", f"init.gan.lpips_weights={folder / 'lpips.pt'}", "models.allow_pickle=false"]
+            f"models.panohead={checkpoint}", f"init.gan.lpips_weights={folder / 'lpips.pt'}", "models.allow_pickle=[]"]
 
 
 PNG_HEAD = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(32)
+
+
+def convert_weights_of(make: Callable[[Path], None], dst: str = "out"):
+    """convert-weights SRC DST, SRC a pickle file `make` writes (src.bin) or a folder it fills (src/)."""
+    def build(folder: Path) -> list[str]:
+        make(folder)
+        return ["convert-weights", "src.bin" if (folder / "src.bin").exists() else "src", dst]
+
+    return build
+
+
+def system_call_bin(folder: Path) -> None:
+    torch.save({"image_proj": {"w": pk.SystemCall(f"touch {folder / 'ran'}")}, "ip_adapter": {}}, folder / "src.bin")
+
+
+def weights_folder(folder: Path) -> None:
+    (folder / "src" / "unet").mkdir(parents=True)
+    torch.save({"w": torch.ones(2)}, folder / "src" / "unet" / "diffusion_pytorch_model.bin")
 
 CASES = [
     # the command line
@@ -132,6 +150,10 @@ CASES = [
     Case("convert: output under a regular file", output_case(output_under_a_file), "is not a folder"),
     Case("convert: output not .safetensors", output_case(lambda folder: "out.pkl"), "must end in .safetensors"),
     Case("convert: failure keeps an existing output", existing_output_kept, "truncated"),
+    # convert-weights (guidance/models/convert.py)
+    Case("convert-weights: os.system pickle", convert_weights_of(system_call_bin), "not plain weights"),
+    Case("convert-weights: into itself", convert_weights_of(weights_folder, "src"), "into itself"),
+    Case("convert-weights: inside the source", convert_weights_of(weights_folder, "src/unet/out"), "must not be inside SRC"),
     # the same checkpoints in a fit
     Case("fit: os.system pickle as models.panohead", fit_with_panohead(lambda folder: pk.system_call(folder / "ran")),
          "refusing to load global", warnings=LOW_RESOLUTION, writes_nothing=False),

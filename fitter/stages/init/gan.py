@@ -188,7 +188,7 @@ def invert(ctx: RunContext, generator: PanoHeadGenerator) -> tuple[PanoHeadGener
     scale = world_scale(reference)
     c = camera_label(reference, scale)[None].to(ctx.device)
     target = target_image(ctx.subject, generator.cfg.img_resolution).to(ctx.device)
-    perceptual = perceptual_loss(gan.lpips_weights, ctx.cfg.models.allow_pickle).to(ctx.device)
+    perceptual = perceptual_loss(gan.lpips_weights, ctx.cfg.models.pickle_allowed("lpips")).to(ctx.device)
     stop = lambda: ctx.stop.requested  # noqa: E731
     w_avg = average_w(generator, c, gan.w_avg_samples, ctx.cfg.run.seed)
     w = project_w(generator, target, c, w_avg, gan, perceptual, stop)

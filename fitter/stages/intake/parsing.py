@@ -68,7 +68,7 @@ def parsing_foreground(rgb: np.ndarray, models: ModelsConfig) -> np.ndarray:
     import cv2
     import torch
 
-    parser = load_parser(str(models.face_parsing), models.cache_dir, models.allow_pickle)
+    parser = load_parser(str(models.face_parsing), models.cache_dir, models.pickle_allowed("face_parsing"))
     h, w = rgb.shape[:2]
     x = cv2.resize(rgb, (parser.size[1], parser.size[0]), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
     x = (x - parser.mean) / parser.std

@@ -15,7 +15,8 @@ from guidance.registry import ModelSpec
 
 def sections(cfg: Config) -> tuple[str, ...]:
     models = tuple(f"models.{name}" for name in MODEL_FIELDS.get(cfg.reference.source, ()))
-    return ("reference", "models.preset", *models, "prompt", "run.seed")
+    layout = ("models.subfolders", "models.variants") if models else ()  # which files of a repo load
+    return ("reference", "models.preset", *models, *layout, "prompt", "run.seed")
 
 
 def inputs(cfg: Config, subject_dir: Path) -> dict[str, Path]:

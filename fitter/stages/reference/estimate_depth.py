@@ -1,7 +1,7 @@
 """`reference.source=estimator`: depth from any transformers depth-estimation model.
 
 `models.depth_estimator` names a folder or hub id that `AutoModelForDepthEstimation` and
-`AutoImageProcessor` load (DPT, Depth Anything, ZoeDepth, …; safetensors unless models.allow_pickle).
+`AutoImageProcessor` load (DPT, Depth Anything, ZoeDepth, …; safetensors unless models.allow_pickle names depth_estimator).
 Its `predicted_depth` (B, h, w) is resized to the crop. Relative models (DPT, Depth Anything with
 `depth_estimation_type` "relative" or unset) predict inverse depth, bigger = nearer; a config that
 says `depth_estimation_type: metric` predicts depth, bigger = farther. `estimate_depth` returns

@@ -41,7 +41,7 @@ def test_lpips_pickle_weights_need_allow_pickle(tmp_path):
     torch.save(lpips_weights(), path)
     with pytest.raises(MissingModelError, match="allow_pickle"):
         lpips_distance(PHOTO, PHOTO, ModelsConfig(lpips=str(path)))
-    allowed = lpips_distance(PHOTO, 1 - PHOTO, ModelsConfig(lpips=str(path), allow_pickle=True))
+    allowed = lpips_distance(PHOTO, 1 - PHOTO, ModelsConfig(lpips=str(path), allow_pickle=["lpips"]))
     assert allowed["computed"] and allowed["value"] > 0
 
 

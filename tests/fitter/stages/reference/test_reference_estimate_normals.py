@@ -91,7 +91,7 @@ def test_pickle_only_marigold_is_refused_without_allow_pickle(tmp_path):
     weights.unlink()
     with pytest.raises(MissingModelError, match="pickle"):
         _load_normal_estimator(ModelsConfig(normal_estimator=str(tmp_path / "pickled")), CPU)
-    loaded = _load_normal_estimator(ModelsConfig(normal_estimator=str(tmp_path / "pickled"), allow_pickle=True), CPU)
+    loaded = _load_normal_estimator(ModelsConfig(normal_estimator=str(tmp_path / "pickled"), allow_pickle=["normal_estimator"]), CPU)
     assert isinstance(loaded, MarigoldNormalsPipeline)
 
 
