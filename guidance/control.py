@@ -12,13 +12,10 @@ Landmarks (CrucibleAI/ControlNetMediaPipeFace, trained on LAION-Face drawings)
 Canny
     ``cv2.Canny`` with thresholds 100/200 on the RGB image, as three equal channels.
 Normal maps (lllyasviel/control_v11p_sd15_normalbae)
-    The annotator writes ``(n + 1) / 2`` of Bae et al.'s camera-space normal. We encode our OpenGL
-    camera-frame normals (x right, y up, z towards the viewer) as
-    ``R = (1 − x) / 2, G = (1 + y) / 2, B = (1 + z) / 2``: red grows for surfaces facing image-left,
-    green for surfaces facing up, blue for surfaces facing the camera (a face seen head-on is
-    lavender, (128, 128, 255)). Public code that feeds rendered normals to this ControlNet uses the
-    same table (red = left, green = up, blue = front); the BAE network itself could not be run
-    offline to confirm it, so the signs live in one table, `NORMAL_AXES`.
+    `guidance.normal_encoding.NORMAL_CONTROLNET`: ``R = (1 − x) / 2, G = (1 + y) / 2, B = (1 + z) / 2``
+    of our OpenGL camera-frame normals on black (red = facing image-left, green = up, blue = towards the
+    camera; a face seen head-on is lavender, (128, 128, 255)). Why, with sources, and the encodings of
+    the other consumers (the ISD prior, the reference files): the table in guidance/normal_encoding.py.
 """
 
 from __future__ import annotations
@@ -30,12 +27,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from guidance.normal_encoding import NORMAL_CONTROLNET, encode
 from representations.cameras import Camera
 
 NUM_FACEMESH = 478
 RIGHT_IRIS_CENTRE, LEFT_IRIS_CENTRE = 468, 473
-NORMAL_AXES = (-1.0, 1.0, 1.0)
-"""Sign applied to the OpenGL camera-frame (x, y, z) before ``(v + 1) / 2`` (see module docstring)."""
 
 
 def _face_style() -> dict[str, tuple[frozenset, tuple[int, int, int]]]:
@@ -118,21 +114,16 @@ def canny_control(image: np.ndarray, low: int = 100, high: int = 200) -> np.ndar
     return np.repeat(edges[:, :, None], 3, axis=2)
 
 
-def normal_control(normal_cam: Tensor, mask: Tensor | None = None, background: float = 0.0) -> Tensor:
-    """Normal-ControlNet image (B, 3, H, W) in [0, 1] from OpenGL camera-frame normals.
+def normal_control(normal_cam: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Normal-ControlNet image (B, 3, H, W) in [0, 1] from OpenGL camera-frame normals:
+    ``encode(normal_cam, mask, NORMAL_CONTROLNET)`` (guidance/normal_encoding.py).
 
     Args:
         normal_cam: (H, W, 3) or (B, H, W, 3), e.g. the renderer's ``normal_cam`` pass.
-        mask: (H, W, 1) or (B, H, W, 1) coverage; pixels outside get ``background``.
-    Differentiable (also usable as the ISD input image).
+        mask: (H, W, 1) or (B, H, W, 1) coverage; pixels outside are black.
+    Differentiable.
     """
-    normal = normal_cam if normal_cam.dim() == 4 else normal_cam.unsqueeze(0)
-    signs = normal.new_tensor(NORMAL_AXES)
-    image = (normal * signs + 1.0) * 0.5
-    if mask is not None:
-        mask = mask if mask.dim() == 4 else mask.unsqueeze(0)
-        image = image * mask + background * (1.0 - mask)
-    return image.permute(0, 3, 1, 2).clamp(0.0, 1.0)
+    return encode(normal_cam, mask, NORMAL_CONTROLNET)
 
 
 def to_control_tensor(images: list[np.ndarray] | np.ndarray, device: torch.device | str = "cpu") -> Tensor:

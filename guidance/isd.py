@@ -33,9 +33,21 @@ NEGATIVE_VIEWS = {"front": ("back",), "side": ("front",), "back": ("front",)}
 @dataclass
 class ISDConfig:
     """The settings of ISD, the run config's `fit.geometry.isd` section. The prompt and the seed are the run's
-    (`ISDGuidance` arguments). `identity_tokens`, `landmark_control` and `precision` choose what
-    `guidance.models.load_isd_models` loads; `image` is what the caller renders for the prior."""
+    (`ISDGuidance` arguments; the prior sees the prompt + `prompt_suffix`). `model`, `identity_tokens`,
+    `landmark_control` and `precision` choose what `guidance.models.load_isd_models` loads; `image` and
+    `normal_encoding` are what the caller renders for the prior. The defaults are the seed paper's
+    geometry setting (the authors' configs/liudehua_geo.yaml and run_exp.py in jinkun-hao/ID-Sculpt)."""
 
+    model: Literal["base", "normal_sd"] = "normal_sd"
+    """The `models.*` field whose SD1.5-family UNet, VAE and text encoder ISD runs on: ``normal_sd`` (the
+    normal-adapted SD1.5 of HumanNorm, as the authors do) or ``base`` (plain SD1.5). IP-Adapter-FaceID
+    and the landmark ControlNet attach to either (both SD1.5, cross-attention 768)."""
+    normal_encoding: Literal["normal_adapted_sd", "normal_controlnet"] = "normal_adapted_sd"
+    """How the rendered normal map is written for the prior (``image: normal``), an entry of the table in
+    guidance/normal_encoding.py: ``normal_adapted_sd`` ((1 + n) / 2 on (0.5, 0.5, 1), the authors') or
+    ``normal_controlnet`` (x flipped, on black: the pre-issue-16 hero)."""
+    prompt_suffix: str = ", black background, normal map"
+    """Appended to the run's prompt for the prior (the authors' geometry prompt, run_exp.py); "" for none."""
     negative_prompt: str = ""
     guidance_scale: float = 50.0
     t_range: tuple[float, float] = (0.02, 0.5)
@@ -64,13 +76,17 @@ class ISDConfig:
     lora_rank: int = 4
     lora_lr: float = 1e-3
     image: Literal["normal", "shaded"] = "normal"
-    """What the prior sees: ``normal`` (the rendered normal map, as in the paper) or ``shaded`` (Lambert)."""
+    """What the prior sees: ``normal`` (the rendered normal map written as `normal_encoding`, as in the
+    paper) or ``shaded`` (Lambert)."""
     precision: Literal["fp16", "bf16", "fp32"] = "fp16"
     """fp16 | bf16 | fp32 on CUDA (CPU always runs fp32)."""
 
     def __post_init__(self) -> None:
         lo, hi = self.t_range
         require(0.0 <= lo <= hi <= 1.0 and 0.0 <= self.t_max_end <= 1.0, "t_range", "must be within [0, 1]")
+        require(self.model in ("base", "normal_sd"), "model", "must be base or normal_sd")
+        require(self.normal_encoding in ("normal_adapted_sd", "normal_controlnet"), "normal_encoding",
+                "must be normal_adapted_sd or normal_controlnet")
         require(self.weighting in sds.WEIGHTINGS, "weighting", f"must be one of {', '.join(sds.WEIGHTINGS)}")
         require(self.t_schedule in ("constant", "linear"), "t_schedule", "must be constant or linear")
         require(self.guidance_scale >= 0 and self.ip_scale >= 0 and self.control_scale >= 0, "guidance_scale",
@@ -98,7 +114,7 @@ class ISDGuidance:
     def __init__(self, cfg: ISDConfig, denoiser: Denoiser, codec: LatentCodec, text_encoder: Callable[[list[str]], Tensor],
                  alphas_cumprod: Tensor, lora: LoRAEstimator | None = None, *, prompt: str = DEFAULT_PROMPT, seed: int = 0) -> None:
         self.cfg, self.denoiser, self.codec, self.text = cfg, denoiser, codec, text_encoder
-        self.prompt = prompt
+        self.prompt = prompt + cfg.prompt_suffix
         self.alphas_cumprod = alphas_cumprod.float()
         self.num_train = int(alphas_cumprod.shape[0])
         self.lora = lora

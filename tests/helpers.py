@@ -101,3 +101,18 @@ def tiny_arcface(path: Path) -> Path:
     model.ir_version = 8
     onnx.save(model, path)
     return path
+
+
+def sphere_normals(size: int = 65, radius: int = 30):
+    """Camera-frame normals (H, W, 3) of a unit sphere seen head-on, in the OpenGL camera frame (x right,
+    y up, z towards the viewer; row 0 at the top), centred in a ``size``² image with a ``radius``-pixel
+    silhouette, zero outside; and its mask (H, W, 1). Both float32 torch tensors."""
+    import torch
+
+    c = (size - 1) / 2
+    rows, cols = torch.meshgrid(torch.arange(size, dtype=torch.float64), torch.arange(size, dtype=torch.float64), indexing="ij")
+    x, y = (cols - c) / radius, (c - rows) / radius
+    inside = x**2 + y**2 <= 1.0
+    z = torch.sqrt((1.0 - x**2 - y**2).clamp_min(0.0))
+    normals = torch.stack([x, y, z], dim=-1) * inside[..., None]
+    return normals.float(), inside[..., None].float()

@@ -80,7 +80,7 @@ def test_hero_config_without_weights_names_models_and_preview(tmp_path, capsys, 
     assert code == 2
     line = err.strip()
     assert len(line.splitlines()) == 1
-    for needle in ("models.base", "models.controlnet_landmarks", "models.ip_adapter", "models.arcface", "looked in",
+    for needle in ("models.normal_sd", "models.controlnet_landmarks", "models.ip_adapter", "models.arcface", "looked in",
                    str(tmp_path / "empty-cache"), "configs/preview.yaml"):
         assert needle in line
     assert not out.exists()
@@ -90,7 +90,7 @@ def test_check_models_lists_missing_and_found(tmp_path, capsys):
     folder = tmp_path / "my-sd15"
     folder.mkdir()
     (folder / "model_index.json").write_text("{}")
-    code, out, _ = run_cli(["check-models", f"models.base={folder}", f"models.cache_dir={tmp_path / 'c'}"], capsys)
+    code, out, _ = run_cli(["check-models", f"models.normal_sd={folder}", f"models.cache_dir={tmp_path / 'c'}"], capsys)
     assert code == 2
     assert f"found   {folder}" in out
     assert "MISSING" in out and "models.controlnet_landmarks" in out

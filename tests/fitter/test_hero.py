@@ -94,7 +94,7 @@ def test_resume_with_isd_matches_uninterrupted(hero_run, tmp_path, monkeypatch, 
 def test_ablations_ask_only_for_the_models_they_use(name, absent):
     cfg = load_config(REPO_ROOT / "configs" / "ablations" / f"{name}.yaml")
     keys = {spec.key for spec in required_models(cfg)}
-    assert "models.base" in keys and not keys & absent
+    assert "models.normal_sd" in keys and not keys & absent  # ISD runs on the normal-adapted SD1.5
 
 
 def test_every_ablation_changes_one_switch():

@@ -1,7 +1,8 @@
 """The geometry stage's diffusion prior: identity-aware score distillation on random views.
 
 Each guidance step renders the current mesh from a random orbit view, turns it into the image the
-prior judges (the normal map, as in the seed paper, or a Lambert-shaded grey render), draws the
+prior judges (the normal map in `fit.geometry.isd.normal_encoding`, as in the seed paper: see the table
+in guidance/normal_encoding.py; or a Lambert-shaded grey render), draws the
 subject's 3D landmarks from that view for the landmark ControlNet, and returns the ISD loss with
 the subject's identity embedding (identity tokens only near the front; guidance/isd.py decides).
 """
@@ -17,9 +18,10 @@ import torch
 from torch import Tensor
 
 from fitter.context import RunContext
-from guidance.control import draw_face_landmarks, normal_control, to_control_tensor
+from guidance.control import draw_face_landmarks, to_control_tensor
 from guidance.isd import ISDGuidance
 from guidance.models import effective_models_config, load_isd_models
+from guidance.normal_encoding import ENCODINGS, NormalEncoding, encode
 from representations.cameras import OrbitRange, sample_orbits
 from representations.render import Rasterizer
 
@@ -49,6 +51,7 @@ class GuidanceStep:
     ranges: OrbitRange
     size: int
     image_kind: str
+    encoding: NormalEncoding  # how a normal-map image is written for the prior
     landmark_control: bool
     rng: np.random.Generator
     rasterizer: Rasterizer
@@ -57,7 +60,7 @@ class GuidanceStep:
         view = sample_orbits(self.rng, 1, self.ranges)[0]
         camera = view.camera(self.size)
         out = self.rasterizer.render(verts, faces, camera, ("mask", "normal_cam", "depth"))
-        image = normal_control(out["normal_cam"], out["mask"]) if self.image_kind == "normal" else shaded(out["normal_cam"], out["mask"])
+        image = self.image(out["normal_cam"], out["mask"])
         control = None
         if self.landmark_control:
             depth = out["depth"][..., 0].detach().cpu().numpy()
@@ -66,16 +69,22 @@ class GuidanceStep:
         loss, info = self.isd.loss(image, [view.azimuth], control=control, step=step, identity=self.identity)
         return loss, info
 
+    def image(self, normal_cam: Tensor, mask: Tensor) -> Tensor:
+        """(1, 3, H, W) image the prior judges of a render's camera-frame normals (H, W, 3) and mask (H, W, 1)."""
+        return encode(normal_cam, mask, self.encoding) if self.image_kind == "normal" else shaded(normal_cam, mask)
+
 
 def build_guidance(ctx: RunContext, rng: np.random.Generator, rasterizer: Rasterizer) -> GuidanceStep:
     """Load the ISD models the config asks for and set up the guidance step."""
     g = ctx.cfg.fit.geometry
     models = load_isd_models(effective_models_config(ctx.cfg.models), ctx.device, g.isd.precision,
-                             identity=g.isd.identity_tokens, controlnets=("landmarks",) if g.isd.landmark_control else ())
+                             identity=g.isd.identity_tokens, controlnets=("landmarks",) if g.isd.landmark_control else (),
+                             name=g.isd.model)
     isd = ISDGuidance.from_models(models, g.isd, prompt=ctx.cfg.prompt, seed=ctx.cfg.run.seed)
     identity = load_identity(ctx) if g.isd.identity_tokens else None
     landmarks = ctx.subject.landmarks_world
-    return GuidanceStep(isd, landmarks, identity, g.views, g.guidance_size, g.isd.image, g.isd.landmark_control, rng, rasterizer)
+    return GuidanceStep(isd, landmarks, identity, g.views, g.guidance_size, g.isd.image, ENCODINGS[g.isd.normal_encoding],
+                        g.isd.landmark_control, rng, rasterizer)
 
 
 def guidance_state(step: GuidanceStep) -> tuple[callable, callable]:

@@ -13,11 +13,11 @@ crop, RGB = (n + 1) / 2 (8-bit), black outside subject/mask.png; depth 16-bit gr
 farther, normalised to [1, 65535] inside the mask and 0 outside. Pixels inside the mask with no
 normal (black in the source) take the nearest valid normal.
 
-Model output conventions, in one place (`MODEL_NORMAL_SIGNS`, `depth_from_model_image`):
-  normal-adapted SD (HumanNorm): trained on threestudio `normal_type: camera` renders — camera-frame
-  normals in threestudio's OpenGL-style camera (x right, y up, z towards the viewer) as (n + 1) / 2 on
-  black (HumanNorm's nvdiff_rasterizer and humannorm-geometry-head.yaml): our file convention, so
-  the signs are (1, 1, 1).
+Model output conventions (`normals_from_model_image`, `depth_from_model_image`):
+  normal-adapted SD (HumanNorm): decoded with `guidance.normal_encoding.NORMAL_ADAPTED_SD` (signs
+  (1, 1, 1): camera-frame (n + 1) / 2, x right, y up, z towards the viewer; it generates on black, as
+  HumanNorm trained it and the prompt asks). The encodings of every consumer, with their sources, are
+  the table in guidance/normal_encoding.py; our files are its `REFERENCE_FILES`.
   depth-adapted SD (HumanNorm): trained on 1 / clip-space depth normalised to [0, 1] over the head,
   0 outside: near = bright. We store 1 − grey (larger = farther), affine in depth to within the
   head's relative depth range.
@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from common import atomic
 from common.errors import OutputError
@@ -45,11 +46,10 @@ from fitter.stages.reference.estimate_normals import estimate_normals
 from fitter.stages.reference.generate import generate_maps
 from fitter.stages.reference.user import NO_DATA, check_user_maps, warp_user_maps
 from fitter.subject import Subject
+from guidance.normal_encoding import NORMAL_ADAPTED_SD, decode
 
 log = logging.getLogger("headfit")
 MAP_FILES = {"normal": "normal.png", "depth": "depth.png"}
-MODEL_NORMAL_SIGNS = (1.0, 1.0, 1.0)
-"""Signs taking the normal-adapted SD's decoded (2c − 1) into our OpenGL camera frame (see docstring)."""
 MODEL_FIELDS = {
     "generate": ("normal_sd", "depth_sd", "controlnet_canny", "ip_adapter", "ip_adapter_weight", "arcface"),
     "estimator": ("normal_estimator", "depth_estimator"),
@@ -74,7 +74,8 @@ def fill_nearest(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
 
 
 def encode_normals(normals: np.ndarray, valid: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """(S, S, 3) uint8 normal.png of unit normals (S, S, 3), validity (S, S) and mask (S, S)."""
+    """(S, S, 3) uint8 normal.png (`REFERENCE_FILES`: (n + 1) / 2 on black) of unit normals (S, S, 3),
+    validity (S, S) and mask (S, S)."""
     filled = fill_nearest(normals, valid & mask)
     norm = np.linalg.norm(filled, axis=-1, keepdims=True)
     rgb = (filled / np.maximum(norm, 1e-6) + 1.0) * 0.5
@@ -93,9 +94,8 @@ def encode_depth(depth: np.ndarray, valid: np.ndarray, mask: np.ndarray) -> np.n
 
 def normals_from_model_image(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Unit normals (S, S, 3) and validity (S, S) of the normal-adapted SD's image (S, S, 3) in [0, 1]."""
-    normals = (image * 2.0 - 1.0) * np.asarray(MODEL_NORMAL_SIGNS, dtype=np.float32)
-    norm = np.linalg.norm(normals, axis=-1, keepdims=True)
-    return normals / np.maximum(norm, 1e-6), image.max(axis=-1) > NO_DATA
+    normals = decode(torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).permute(2, 0, 1), NORMAL_ADAPTED_SD)[0]
+    return normals.numpy(), image.max(axis=-1) > NO_DATA
 
 
 def depth_from_model_image(image: np.ndarray) -> np.ndarray:

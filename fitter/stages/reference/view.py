@@ -3,7 +3,8 @@ the reference normal and depth maps, all at one render resolution.
 
 File conventions (written by the intake or by the reference-map step, read here):
 `reference/normal.png` — camera-space unit normals of the reference view in the OpenGL camera frame
-(x right, y up, z towards the viewer), stored as RGB = (n + 1) / 2; black outside the head.
+(x right, y up, z towards the viewer), stored as RGB = (n + 1) / 2; black outside the head
+(`guidance.normal_encoding.REFERENCE_FILES`).
 `reference/depth.png` — 8- or 16-bit grey, larger = farther, meaningful only up to scale and shift
 (the depth losses align them); values outside the mask are ignored.
 """
@@ -18,6 +19,7 @@ import torch
 from PIL import Image
 
 from fitter.context import RunContext
+from guidance.normal_encoding import REFERENCE_FILES, decode
 from representations.cameras import Camera
 
 
@@ -53,7 +55,7 @@ def load_reference(ctx: RunContext, size: int) -> Reference:
     maps = ctx.out / "reference"
     if (maps / "normal.png").is_file():
         rgb = np.asarray(Image.open(maps / "normal.png").convert("RGB").resize((size, size), Image.BILINEAR), dtype=np.float32) / 255.0
-        normal = torch.nn.functional.normalize(torch.from_numpy(rgb * 2.0 - 1.0), dim=-1).to(device)
+        normal = decode(torch.from_numpy(rgb).permute(2, 0, 1), REFERENCE_FILES)[0].to(device)
     if (maps / "depth.png").is_file():
         depth_map = torch.from_numpy(_read_grey(maps / "depth.png", size)).to(device, torch.float32)[..., None]
     as_t = lambda a: torch.as_tensor(a, dtype=torch.float32, device=device)  # noqa: E731
