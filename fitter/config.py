@@ -272,7 +272,8 @@ class GeometryConfig:
     lambda_isd: float = 1.0
     """Identity-aware score distillation weight; 0 turns the diffusion prior off."""
     isd: ISDConfig = field(default_factory=ISDConfig)
-    """Identity-aware score distillation (guidance/isd.py; the prompt is the top-level `prompt`)."""
+    """Identity-aware score distillation (guidance/isd.py; the prompt is the top-level `prompt` + `isd.prompt_suffix`).
+    Hero: on `models.normal_sd` with the normal-adapted encoding (guidance/normal_encoding.py), as the authors."""
     guidance_every: int = 3
     """One guidance step in every `guidance_every` steps; the others are reference steps (paper: 2 + 1)."""
     guidance_size: int = 512
@@ -362,15 +363,20 @@ class InpaintSettings:
 @dataclass
 class RefineSettings:
     """Texture refinement (fitter/stages/texture/refine.py): `steps` AdamW steps at `lr` on the texture logits,
-    SDEdit targets of random `views` on even steps, the photo on odd ones."""
+    SDEdit targets of random `views` on even steps, the photo on odd ones. Values and loss definitions are
+    the authors' (jinkun-hao/ID-Sculpt `configs/liudehua_tex.yaml`, `threestudio/systems/IDsculpt_tex.py`,
+    `threestudio/models/guidance/ip_controlnet_inpaint.py`)."""
 
     steps: int = 400
     lr: float = 0.02
     t_range: tuple[int, int] = (50, 200)
     """SDEdit timesteps are drawn from [low, high)."""
+    ddim_steps: int = 20
+    """DDIM steps of the SDEdit target, from t down to the clean image (guidance/sdedit.py); 1: the one-step x̂0."""
     render_size: int = 512
     views: OrbitRange = field(default_factory=lambda: OrbitRange(elevation=(-20.0, 45.0), radius=(2.5, 3.5), fov_y=(30.0, 45.0)))
-    lambda_sds_mse: float = 0.1
+    lambda_sdedit_sse: float = 0.1
+    """Weight of ½·Σ(render − SDEdit target)² / B (a sum over pixels and channels, not a mean)."""
     lambda_perceptual: float = 50.0
     lambda_ref_l1: float = 1000.0
     lambda_tv: float = 5.0e-4
@@ -380,6 +386,7 @@ class RefineSettings:
     def __post_init__(self) -> None:
         require(self.steps >= 0 and 32 <= self.render_size <= 4096, "steps", "must be >= 0 with render_size in [32, 4096]")
         require(0 <= self.t_range[0] < self.t_range[1] <= 1000, "t_range", "must be (low, high) with 0 <= low < high <= 1000")
+        require(1 <= self.ddim_steps <= 1000, "ddim_steps", "must be in [1, 1000]")
         for name in (f.name for f in fields(self) if f.name.startswith("lambda_")):
             require(getattr(self, name) >= 0, name, "must be >= 0")
         require(self.lr > 0, "lr", "must be positive")

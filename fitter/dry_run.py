@@ -2,10 +2,12 @@
 
 `models.preset=tiny-random` checks that every part of the hero fit runs (loading, ISD, reference
 maps, inpainting, refinement, exports) before a GPU is rented; at the hero schedule (6000 geometry
-steps at 512², 15 x 20 inpainting steps, 400 refinement steps) that would take hours on a CPU with
-any models. So the dry run keeps every stage and every switch, and shrinks only step counts and
-sizes. It is on by default with the tiny preset (`run.dry_run`), logged, and recorded in
-OUT/config.yaml.
+steps at 512², 15 x 20 inpainting steps, 400 refinement steps with 20-step DDIM targets) that would
+take hours on a CPU with any models. So the dry run keeps every stage and every switch, and shrinks
+only step counts and sizes. It is on by default with the tiny preset (`run.dry_run`), logged, and recorded in
+OUT/config.yaml. With `models.preset=random-full` (real-size random models: timings and memory of
+the hero models) it is off unless `run.dry_run=true`, and then shrinks only the schedule; the
+models keep their real sizes.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ SCHEDULE = {
     "fit.texture.inpaint.gen_size": 64,
     "fit.texture.inpaint.ddim.steps": 4,
     "fit.texture.refine.steps": 8,
+    "fit.texture.refine.ddim_steps": 2,
     "fit.texture.refine.render_size": 64,
     "reference.size": 64,
     "reference.steps": 4,

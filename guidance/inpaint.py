@@ -11,8 +11,10 @@ Given an image x (1, 3, H, W) in [0, 1] and a keep mask m (1, 1, H, W) (1 = keep
     out = m·x + (1 − m)·D(z)
 
 With an inpainting UNet (9 input channels) wrap it in `MaskConditionedUNet` before building the
-prior's denoiser and pass that wrapper: the UNet then sees [z, 1 − m_z, E(m·x)] (the ControlNet still
-sees z alone), and the re-blend keeps the known latents exact.
+prior's denoiser and pass that wrapper: the UNet then sees [z, 1 − m_z, E(m·x + (1 − m)·½)] (the
+ControlNet still sees z alone), and the re-blend keeps the known latents exact. The pixels to fill are
+grey in the masked image (½ in [0, 1], 0 in [−1, 1]), as SD inpainting UNets were trained and as
+diffusers' inpainting pipeline prepares them (the [−1, 1] image times the keep mask), not black.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from common.errors import require
-from guidance.sdedit import GuidedPrior, x0_from_noise
+from guidance.sdedit import GuidedPrior, ddim_step, ddim_timesteps
 
 
 @dataclass
@@ -39,10 +41,9 @@ class InpaintConfig:
         require(0 < self.t_start < 1000 and 1 <= self.steps <= 1000, "t_start", "must be in (0, 1000) with steps in [1, 1000]")
 
 
-def ddim_timesteps(t_start: int, steps: int) -> list[int]:
-    """S = ``steps`` integer timesteps from ``t_start`` down to 0, then −1 (the clean end)."""
-    ts = torch.linspace(float(t_start), 0.0, steps).round().long().tolist() if steps > 1 else [t_start]
-    return ts + [-1]
+def masked_image(image: Tensor, keep: Tensor) -> Tensor:
+    """The inpainting UNet's masked image (1, 3, H, W) in [0, 1]: kept pixels as they are, the rest grey (½)."""
+    return image * keep + 0.5 * (1.0 - keep)
 
 
 def latent_keep_mask(keep: Tensor, size: tuple[int, ...]) -> Tensor:
@@ -95,7 +96,7 @@ class BlendedInpainter:
         z0 = codec.encode(image.float())
         m = latent_keep_mask(keep, z0.shape[-2:]).to(z0)
         if self.conditioned_unet is not None:
-            self.conditioned_unet.condition = torch.cat([1.0 - m, codec.encode(image.float() * keep)], dim=1)
+            self.conditioned_unet.condition = torch.cat([1.0 - m, codec.encode(masked_image(image.float(), keep.float()))], dim=1)
         ts = ddim_timesteps(self.cfg.t_start, self.cfg.steps)
         a0 = alpha_bar(torch.tensor([ts[0]], device=z0.device))
         z = a0.sqrt() * z0 + (1.0 - a0).sqrt() * self._randn(z0)
@@ -103,7 +104,7 @@ class BlendedInpainter:
             a = alpha_bar(torch.tensor([t], device=z0.device))
             a_next = alpha_bar(torch.tensor([t_next], device=z0.device))
             eps = self._noise(z, t, azimuth, identity, control)
-            z = a_next.sqrt() * x0_from_noise(z, eps, a) + (1.0 - a_next).sqrt() * eps
+            z = ddim_step(z, eps, a, a_next)
             known = a_next.sqrt() * z0 + (1.0 - a_next).sqrt() * self._randn(z0)
             z = m * known + (1.0 - m) * z
         generated = codec.decode(z)

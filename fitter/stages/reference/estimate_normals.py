@@ -77,10 +77,11 @@ def _load_normal_estimator(models: ModelsConfig, device: torch.device) -> Marigo
     named = (config.get("scheduler") or [None, None])[-1]
     if named not in schedulers:
         raise missing(src.spec, (src.path,), f"has scheduler {named!r}; a Marigold pipeline needs one of {sorted(schedulers)}")
+    scheduler = loading.from_pretrained(schedulers[named], src, opts, "scheduler", weights=False)
     pipe = MarigoldNormalsPipeline(
         unet=loading.load_unet(src, opts),
         vae=loading.load_vae(src, opts),
-        scheduler=loading.from_pretrained(schedulers[named], src, opts, "scheduler", weights=False),
+        scheduler=type(scheduler).from_config(scheduler.config, clip_sample=False),  # never clip x̂0: latents are not in [-1, 1]
         text_encoder=loading.load_text_encoder(src, opts),
         tokenizer=loading.load_tokenizer(src, opts),
         prediction_type=config.get("prediction_type", "normals"),

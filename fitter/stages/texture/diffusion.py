@@ -140,11 +140,12 @@ def refine_texture(ctx: RunContext, mesh: Mesh, texture: torch.Tensor, subject: 
     ident = None if identity is None else identity.to(device)
 
     def target(image: torch.Tensor, t: int, camera: Camera, control: torch.Tensor) -> torch.Tensor:
-        return sdedit_target(prior, image, torch.tensor([t], device=device), None, [camera_azimuth(camera)], ident, control)
+        return sdedit_target(prior, image, torch.tensor([t], device=device), None, [camera_azimuth(camera)], ident, control,
+                             steps=cfg.refine.ddim_steps)
 
     ref = reference_at(subject, cfg.refine.render_size)
     step = RefineStep(cfg.refine, mesh.to(device), logits, target,
                       Reference(ref.image.to(device), ref.mask.to(device), ref.camera),
-                      perceptual_loss(cfg.lpips_weights, device, ctx.cfg.models.allow_pickle), state.rng, Rasterizer("auto"))
+                      perceptual_loss(cfg.lpips_weights, device, ctx.cfg.models.pickle_allowed("lpips")), state.rng, Rasterizer("auto"))
     TrainLoop(ctx, "texture", "refine", state, cfg.refine.steps, step).run()
     return logits().detach().cpu()

@@ -1,9 +1,19 @@
 """Texture refinement: the step function of the `refine` training loop.
 
 The texture is optimised as logits L (T, T, 3), texture = sigmoid(L). Even steps: render a random
-view, noise it to t ~ U[t_min, t_max), denoise it with the prior (SDEdit, identity + normal
-ControlNet) and pull the render towards that image with λ_mse·MSE + λ_perceptual·perceptual. Odd
-steps: λ_ref·masked L1 between the reference-view render and the photo, plus λ_tv·TV(texture).
+view x (B, 3, S, S), noise it to t ~ U[t_min, t_max) and denoise it back in `ddim_steps` DDIM steps
+with the prior (SDEdit, identity + normal ControlNet, guidance/sdedit.py) into a target y, then pull
+the render towards it with
+
+    λ_sdedit_sse · ½ Σ (x − y)² / B  +  λ_perceptual · perceptual(x, y)
+
+Odd steps: λ_ref·masked L1 between the reference-view render and the photo, plus λ_tv·TV of that
+render (Σ of squared neighbour differences, `refine_losses.total_variation`; as the authors).
+
+The SDEdit term is the authors' (jinkun-hao/ID-Sculpt, `threestudio/models/guidance/ip_controlnet_inpaint.py`:
+``loss_l2 = 0.5 * F.mse_loss(rgb, target, reduction="sum") / batch_size``, weighted by ``lambda_l2: 0.1`` in
+`configs/liudehua_tex.yaml`): a sum over the S²·3 values, not a mean, so that at S = 512 it weighs as
+much as the perceptual and reference terms (`tests/fitter/stages/texture/test_texture_refine_balance.py`).
 """
 
 from __future__ import annotations
@@ -78,7 +88,7 @@ class RefineStep:
         control = normal_control(out["normal_cam"].detach(), out["mask"].detach())
         with torch.no_grad():
             target = self.target(image.detach(), t, camera, control).to(image)
-        losses = {"loss_sds_mse": s.lambda_sds_mse * torch.mean((image - target) ** 2)}
+        losses = {"loss_sdedit_sse": s.lambda_sdedit_sse * 0.5 * ((image - target) ** 2).sum() / image.shape[0]}
         if s.lambda_perceptual > 0:
             losses["loss_perceptual"] = s.lambda_perceptual * self.perceptual(image, target)
         return losses
@@ -88,4 +98,4 @@ class RefineStep:
         out = self._render(ref.camera)
         mask = ref.mask * out["mask"].detach()
         l1 = ((out["rgb"] - ref.image).abs() * mask).sum() / (3.0 * mask.sum().clamp_min(1.0))
-        return {"loss_ref_l1": s.lambda_ref_l1 * l1, "loss_tv": s.lambda_tv * total_variation(self.texture())}
+        return {"loss_ref_l1": s.lambda_ref_l1 * l1, "loss_tv": s.lambda_tv * total_variation(out["rgb"])}

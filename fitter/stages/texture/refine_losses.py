@@ -1,4 +1,4 @@
-"""Image losses of texture refinement: the perceptual term and total variation.
+"""Image losses of texture refinement: the perceptual term and total variation (of the reference-view render).
 
 Perceptual term: LPIPS (VGG16 trunk, `guidance.lpips.LPIPS`) when a weight file is
 configured (`fit.texture.lpips_weights`). Without one, `StructureLoss` stands in: at three scales
@@ -66,6 +66,8 @@ def perceptual_loss(weights: Optional[str], device: torch.device | str = "cpu", 
     return StructureLoss().to(device)
 
 
-def total_variation(texture: Tensor) -> Tensor:
-    """Mean absolute difference of neighbouring texels of a (T, T, C) texture."""
-    return (texture[1:] - texture[:-1]).abs().mean() + (texture[:, 1:] - texture[:, :-1]).abs().mean()
+def total_variation(image: Tensor) -> Tensor:
+    """Σ of the squared differences of neighbouring pixels (down and right) of an (H, W, C) image: the
+    authors' TV of the reference-view render (jinkun-hao/ID-Sculpt `threestudio/utils/tvloss.py`, applied
+    in `threestudio/systems/IDsculpt_tex.py` with ``lambda_tv: 0.0005``), a sum, not a mean."""
+    return ((image[1:] - image[:-1]) ** 2).sum() + ((image[:, 1:] - image[:, :-1]) ** 2).sum()

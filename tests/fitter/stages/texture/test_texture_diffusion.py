@@ -149,7 +149,7 @@ def test_refinement_pulls_a_corrupted_texture_back(scene, tmp_path):
     TrainLoop(RunContext(cfg, tmp_path, torch.device("cpu")), "texture", "refine", state, 40, step).run()
     after = views_psnr(mesh, logits().detach(), truth, probes)
     assert after > before + 6.0 and after > 23.0, (before, after)  # MSE down more than 4x
-    assert {"loss_sds_mse", "loss_perceptual", "loss_ref_l1", "loss_tv"} <= set(state.history)
+    assert {"loss_sdedit_sse", "loss_perceptual", "loss_ref_l1", "loss_tv"} <= set(state.history)
 
 
 def views_psnr(mesh, texture: torch.Tensor, truth: torch.Tensor, cameras: list[Camera]) -> float:

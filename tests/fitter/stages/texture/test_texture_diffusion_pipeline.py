@@ -39,7 +39,7 @@ def test_hero_config_runs_the_diffusion_texture_end_to_end(tmp_path, monkeypatch
     assert stats["mode"] == "diffusion" and stats["identity_tokens"] and stats["painted_fraction"] > 0.85
     assert sum(view["texels"] > 0 for view in stats["inpaint_views"]) >= 8 and len(stats["inpaint_views"]) == 15
     history = torch.load(out / "texture" / "refine.pt", weights_only=True)["history"]
-    assert {"loss_sds_mse", "loss_perceptual", "loss_ref_l1", "loss_tv"} <= set(history)
+    assert {"loss_sdedit_sse", "loss_perceptual", "loss_ref_l1", "loss_tv"} <= set(history)
     assert (out / "head.glb").is_file() and (out / "turntable.mp4").is_file()
     assert_no_unfilled_texels(out)
 
