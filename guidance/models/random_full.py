@@ -157,26 +157,8 @@ def random_controlnet(unet: Any) -> Any:
 
 
 def ip_adapter_portrait(unet: Any, hidden: int = IP_HIDDEN, tokens: int = IP_TOKENS) -> dict[str, dict[str, torch.Tensor]]:
-    """IP-Adapter-FaceID portrait weights for ``unet`` in the h94 naming: ``image_proj`` proj.0 (ID_DIM →
-    hidden), proj.2 (hidden → tokens·D), norm (D); ``ip_adapter`` ``{k}.to_k_ip/.to_v_ip.weight`` (inner, D) for
-    the k-th cross-attention processor, k = 1, 3, 5, …"""
-    cross = int(unet.config.cross_attention_dim)
-    image_proj = {
-        "proj.0.weight": torch.randn(hidden, ID_DIM) * ID_DIM**-0.5,
-        "proj.0.bias": torch.zeros(hidden),
-        "proj.2.weight": torch.randn(tokens * cross, hidden) * hidden**-0.5,
-        "proj.2.bias": torch.zeros(tokens * cross),
-        "norm.weight": torch.ones(cross),
-        "norm.bias": torch.zeros(cross),
-    }
-    layers, key = {}, 1
-    for name in unet.attn_processors:
-        if name.endswith("attn2.processor"):
-            inner = unet.get_submodule(name.removesuffix(".processor")).to_k.out_features
-            layers[f"{key}.to_k_ip.weight"] = torch.randn(inner, cross) * cross**-0.5
-            layers[f"{key}.to_v_ip.weight"] = torch.randn(inner, cross) * cross**-0.5
-            key += 2
-    return {"image_proj": image_proj, "ip_adapter": layers}
+    """IP-Adapter-FaceID portrait weights for ``unet`` (512 → hidden → tokens × D), h94 naming."""
+    return tb.ip_adapter_weights(unet, hidden, tokens)
 
 
 @dataclass(frozen=True)

@@ -77,23 +77,31 @@ def tiny_scheduler():
 
 
 def tiny_ip_adapter(unet) -> dict[str, dict[str, torch.Tensor]]:
-    """IP-Adapter-FaceID weights for ``unet`` in the original (h94) naming."""
+    """IP-Adapter-FaceID weights for the tiny ``unet`` in the original (h94) naming."""
+    return ip_adapter_weights(unet, ID_DIM, ID_TOKENS)
+
+
+def ip_adapter_weights(unet, hidden: int, tokens: int) -> dict[str, dict[str, torch.Tensor]]:
+    """Random IP-Adapter-FaceID weights for ``unet`` in the h94 naming: ``image_proj`` proj.0 (ID_DIM →
+    hidden), proj.2 (hidden → tokens·D), norm (D); ``ip_adapter`` ``{k}.to_k_ip/.to_v_ip.weight`` (inner, D)
+    for the k-th cross-attention processor, k = 1, 3, 5, … (D: the UNet's cross-attention width)."""
+    cross = int(unet.config.cross_attention_dim)
     image_proj = {
-        "proj.0.weight": torch.randn(ID_DIM, ID_DIM) * ID_DIM**-0.5,
-        "proj.0.bias": torch.zeros(ID_DIM),
-        "proj.2.weight": torch.randn(ID_TOKENS * CROSS_DIM, ID_DIM) * ID_DIM**-0.5,
-        "proj.2.bias": torch.zeros(ID_TOKENS * CROSS_DIM),
-        "norm.weight": torch.ones(CROSS_DIM),
-        "norm.bias": torch.zeros(CROSS_DIM),
+        "proj.0.weight": torch.randn(hidden, ID_DIM) * ID_DIM**-0.5,
+        "proj.0.bias": torch.zeros(hidden),
+        "proj.2.weight": torch.randn(tokens * cross, hidden) * hidden**-0.5,
+        "proj.2.bias": torch.zeros(tokens * cross),
+        "norm.weight": torch.ones(cross),
+        "norm.bias": torch.zeros(cross),
     }
-    ip_layers, key = {}, 1
+    layers, key = {}, 1
     for name in unet.attn_processors:
         if name.endswith("attn2.processor"):
-            hidden = unet.get_submodule(name[: -len(".processor")]).to_k.out_features
-            ip_layers[f"{key}.to_k_ip.weight"] = torch.randn(hidden, CROSS_DIM) * CROSS_DIM**-0.5
-            ip_layers[f"{key}.to_v_ip.weight"] = torch.randn(hidden, CROSS_DIM) * CROSS_DIM**-0.5
+            inner = unet.get_submodule(name.removesuffix(".processor")).to_k.out_features
+            layers[f"{key}.to_k_ip.weight"] = torch.randn(inner, cross) * cross**-0.5
+            layers[f"{key}.to_v_ip.weight"] = torch.randn(inner, cross) * cross**-0.5
             key += 2
-    return {"image_proj": image_proj, "ip_adapter": ip_layers}
+    return {"image_proj": image_proj, "ip_adapter": layers}
 
 
 def tiny_arcface_onnx(path: Path, seed: int) -> None:
