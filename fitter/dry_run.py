@@ -17,6 +17,8 @@ from omegaconf import OmegaConf
 from fitter.config import Config
 
 SCHEDULE = {
+    "prior.steps": 8,
+    "init.sdf_resolution": 64,
     "fit.geometry.steps": 24,
     "fit.geometry.init_fit_steps": 60,
     "fit.geometry.init_view_steps": 8,

@@ -21,7 +21,7 @@ SMOKE = [
     "fit.geometry.steps=12", "fit.geometry.init_fit_steps=30", "fit.geometry.grid_resolution=40",
     "fit.geometry.render_size=96", "fit.geometry.band_rebuild_every=5", "fit.texture.resolution=256",
     "fit.texture.unwrap.max_faces=4000", "export.view_size=128", "export.turntable_frames=6",
-    "export.turntable_size=128", "run.checkpoint_every=4",
+    "export.turntable_size=128", "run.checkpoint_every=4", "init.sdf_resolution=48",
 ]
 """Overrides that make the preview config a smoke-scale fit (seconds per stage)."""
 IN_CI = os.environ.get("CI", "").lower() == "true"

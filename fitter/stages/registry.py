@@ -8,10 +8,11 @@ from fitter.stages.export import contract as export
 from fitter.stages.geometry import contract as geometry
 from fitter.stages.init import contract as init
 from fitter.stages.intake import contract as intake
+from fitter.stages.prior import contract as prior
 from fitter.stages.reference import contract as reference
 from fitter.stages.texture import contract as texture
 
-CONTRACTS: tuple[StageContract, ...] = (intake.CONTRACT, reference.CONTRACT, init.CONTRACT, geometry.CONTRACT,
+CONTRACTS: tuple[StageContract, ...] = (intake.CONTRACT, prior.CONTRACT, reference.CONTRACT, init.CONTRACT, geometry.CONTRACT,
                                         texture.CONTRACT, export.CONTRACT)
 BY_NAME = {c.name: c for c in CONTRACTS}
 

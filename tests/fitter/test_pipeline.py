@@ -119,7 +119,8 @@ def test_stop_after_each_stage(tmp_path):
     assert fit(out, "--stop-after", "init") == 0
     assert (out / "init" / "mesh.ply").is_file() and not (out / "geometry").exists()
     info = json.loads((out / "init" / "init.json").read_text())
-    assert info["kind"] == "template"
+    assert info["kind"] == "parametric" and info["source"] == "prior/neutral.ply"
+    assert (out / "init" / "prior_surface.npz").is_file() and (out / "prior" / "fit.json").is_file()
 
 
 def test_user_mesh_init(tmp_path):

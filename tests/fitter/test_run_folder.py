@@ -176,7 +176,7 @@ def test_stopping_after_the_intake_with_a_new_photo_drops_every_later_stage(tmp_
     shutil.copytree(shared_run(tmp_path_factory, worker_id), out)
     assert main(["--image", str(mirrored_photo(tmp_path)), "--config", PREVIEW, "--out", str(out), *SMOKE, "--stop-after", "intake"]) == 0
     capsys.readouterr()
-    assert not any((out / stage).exists() for stage in ("init", "geometry", "texture", "export"))
+    assert not any((out / stage).exists() for stage in ("prior", "init", "geometry", "texture", "export"))
     assert not (out / "head.glb").exists() and (out / "subject" / "subject.json").is_file()
 
 

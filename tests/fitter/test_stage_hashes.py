@@ -43,7 +43,7 @@ def test_subject_files_and_intake_settings_redo_every_stage(tmp_path):
     before = hashes(Config(), tmp_path)
     other_files = SUBJECT | {"files": {"mask.png": "ef" * 32}}
     other_settings = SUBJECT | {"settings": {"intake": {"crop_size": 512}}}
-    every = ["reference", "init", "geometry", "texture", "export"]
+    every = ["prior", "reference", "init", "geometry", "texture", "export"]
     assert changed(before, hashes(Config(), tmp_path, other_files)) == every
     assert changed(before, hashes(Config(), tmp_path, other_settings)) == every
 

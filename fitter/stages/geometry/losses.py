@@ -61,6 +61,12 @@ def loss_prior(sdf: SdfFn, prior: SdfFn, points: Tensor, band: float) -> Tensor:
     return (sdf(points).clamp(-band, band) - target).square().mean()
 
 
+def loss_prior_surface(sdf: SdfFn, points: Tensor, weights: Tensor) -> Tensor:
+    """The surface passes through the parametric prior's skin points (N, 3) where the photo says little:
+    mean squared SDF there, weighted (N,) by how little the reference view sees each point."""
+    return (weights * sdf(points).square()).sum() / weights.sum().clamp_min(1e-12)
+
+
 def loss_reference_normal(rendered: Tensor, target: Tensor, mask: Tensor) -> Tensor:
     """MSE between camera-space normals (H, W, 3) inside the reference mask (H, W, 1)."""
     weight = mask.expand_as(rendered)

@@ -4,8 +4,9 @@ Phase 1 fits the SDF to the init (`init/`): 1a regresses it to `init/sdf.npz`, 1
 maps to the init's normal views (`fitter/stages/geometry/init_views.py`). Phase 2 (`steps`) sculpts it
 with the reference-view losses (mask, landmarks, reference normal/depth when `reference/normal.png` /
 `depth.png` exist), a left-right symmetry prior for the unseen side, a prior towards the init where
-nothing else decides, and mesh regularisers. Writes `geometry/mesh.ply`, `geometry/geometry.json`
-and the checkpoints `geometry/init_views.pt` (phase 1b) and `geometry/sculpt.pt`.
+nothing else decides, with init.kind=parametric a pull to the fitted parametric skin where the photo sees
+little (`lambda_prior_surface`, points from `init/prior_surface.npz`), and mesh regularisers. Writes
+`geometry/mesh.ply`, `geometry/geometry.json` and the checkpoints `geometry/init_views.pt` (phase 1b) and `geometry/sculpt.pt`.
 """
 
 from __future__ import annotations
@@ -28,11 +29,13 @@ from fitter.stages.geometry.losses import (
     loss_landmarks_on_surface,
     loss_mask,
     loss_prior,
+    loss_prior_surface,
     loss_reference_depth_mse,
     loss_reference_depth_pearson,
     loss_reference_normal,
     loss_symmetry,
 )
+from fitter.stages.init.parametric import read_prior_surface
 from fitter.stages.init.stage import read_init
 from fitter.stages.reference.view import Reference, load_reference
 from fitter.training.checkpoint import TrainState
@@ -68,6 +71,8 @@ class Sculptor:
     rng: np.random.Generator
     rasterizer: Rasterizer
     guidance: Optional[GuidanceStep] = None
+    prior_surface: Optional[tuple[torch.Tensor, torch.Tensor]] = None
+    """(points (N, 3), weights (N,)) of `init/prior_surface.npz` while `lambda_prior_surface` > 0, else None."""
 
     def is_guidance_step(self, step: int) -> bool:
         every = self.cfg.guidance_every
@@ -105,6 +110,8 @@ class Sculptor:
             "loss_symmetry": (cfg.lambda_symmetry, lambda: loss_symmetry(self.dmtet.sdf, self._near_surface(verts), ref.view_dir)),
             "loss_prior": (cfg.lambda_prior, lambda: loss_prior(self.dmtet.sdf, self.prior, self._near_init(), cfg.prior_band)),
         }
+        if self.prior_surface is not None:
+            terms["loss_prior_surface"] = (cfg.lambda_prior_surface, lambda: loss_prior_surface(self.dmtet.sdf, *self._prior_surface_sample()))
         if ref.normal is not None:
             terms["loss_ref_normal"] = (cfg.lambda_ref_normal, lambda: loss_reference_normal(out["normal_cam"], ref.normal, ref.mask))
         if ref.depth is not None:
@@ -118,6 +125,12 @@ class Sculptor:
         idx = torch.from_numpy(self.rng.integers(0, verts.shape[0], n)).to(verts.device)
         noise = torch.from_numpy(self.rng.normal(scale=0.03, size=(n, 3))).to(verts)
         return verts.detach()[idx] + noise
+
+    def _prior_surface_sample(self) -> tuple[torch.Tensor, torch.Tensor]:
+        assert self.prior_surface is not None
+        points, weights = self.prior_surface
+        idx = torch.from_numpy(self.rng.integers(0, points.shape[0], min(self.cfg.sample_points, points.shape[0]))).to(points.device)
+        return points[idx], weights[idx]
 
     def _near_init(self) -> torch.Tensor:
         n = self.cfg.sample_points
@@ -163,7 +176,8 @@ def run(ctx: RunContext) -> None:
     seed = ctx.cfg.run.seed
     torch.manual_seed(seed)
     ref = load_reference(ctx, cfg.render_size)
-    _, init_sdf, init_mesh = read_init(ctx)
+    init_info, init_sdf, init_mesh = read_init(ctx)
+    prior_surface = load_prior_surface(ctx, init_info)
     dmtet = build_dmtet(cfg, seed, ctx.device)
     rng, rasterizer = np.random.default_rng(seed), Rasterizer(cfg.render_backend)
     rebuild = band_rebuilder(dmtet, cfg)
@@ -173,7 +187,7 @@ def run(ctx: RunContext) -> None:
     hooks = [band_state(dmtet)] + ([guidance_state(guidance)] if guidance is not None else [])
     get_extra, set_extra = combine_extras(hooks)
     state = TrainState({"dmtet": dmtet}, {"adam": optimizer}, rng, get_extra, set_extra)
-    sculptor = Sculptor(cfg, dmtet, ref, init_sdf, init_mesh.verts.to(ctx.device), rng, rasterizer, guidance)
+    sculptor = Sculptor(cfg, dmtet, ref, init_sdf, init_mesh.verts.to(ctx.device), rng, rasterizer, guidance, prior_surface)
     TrainLoop(ctx, "geometry", "sculpt", state, cfg.steps, sculptor, before_step=rebuild).run()
     mesh = final_mesh(dmtet)
     save_ply(mesh, out / "mesh.ply")
@@ -181,6 +195,21 @@ def run(ctx: RunContext) -> None:
                 "final_losses": {k: v[-1][1] for k, v in state.history.items() if v}}
     atomic.write_json(out / "geometry.json", summary)
     log.info("geometry: %d faces", mesh.num_faces)
+
+
+def load_prior_surface(ctx: RunContext, init_info: dict) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
+    """The prior-surface points and weights when `lambda_prior_surface` > 0 and the init wrote them (only
+    init.kind=parametric does; with another init the term is ignored, with a warning)."""
+    weight = ctx.cfg.fit.geometry.lambda_prior_surface
+    if weight <= 0:
+        return None
+    data = read_prior_surface(ctx.out / "init")
+    if init_info.get("kind") != "parametric" or data is None or len(data["points"]) == 0:
+        log.warning("fit.geometry.lambda_prior_surface=%g is ignored: it needs init.kind=parametric (this run's init is %s)",
+                    weight, init_info.get("kind"))
+        return None
+    return (torch.as_tensor(data["points"], dtype=torch.float32, device=ctx.device),
+            torch.as_tensor(data["weights"], dtype=torch.float32, device=ctx.device))
 
 
 def band_rebuilder(dmtet: DMTet, cfg: GeometryConfig) -> Optional[Callable[[int], None]]:

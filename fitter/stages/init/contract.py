@@ -33,11 +33,11 @@ def check(cfg: Config, image: Path) -> None:
 CONTRACT = StageContract(
     name="init",
     run=run,
-    reads=("intake",),
-    writes=("init/init.json", "init/sdf.npz", "init/mesh.ply", "init/normals/", "init/textured.obj"),
+    reads=("intake", "prior"),
+    writes=("init/init.json", "init/sdf.npz", "init/mesh.ply", "init/normals/", "init/textured.obj", "init/prior_surface.npz"),
     sections=fixed_sections("init", "models.panohead", "models.preset", "run.seed"),
     inputs=inputs,
     models=models,
     check=check,
-    summary="a starting head: template, user mesh, PanoHead inversion or a multi-view fit",
+    summary="a starting head: the fitted parametric head with hair, template, user mesh, PanoHead inversion or a multi-view fit",
 )

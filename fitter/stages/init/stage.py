@@ -2,8 +2,11 @@
 
 Writes `init/init.json` (what the start is), `init/sdf.npz` (its signed distance field on a grid,
 closed at the box; the geometry stage fits to it and keeps it as a prior) and `init/mesh.ply` (its
-surface). Kinds: `template` — the analytic head of `fitter/stages/init/template_head.py` scaled to the
-subject's 3D landmarks, united with the inflated reference silhouette above the chin (hair volume);
+surface). Kinds: `parametric` (default) — the prior stage's fitted anny head (`prior/neutral.ply`, or
+`posed.ply` when the prior kept the photo's expression), closed, with a hair layer over its scalp read off the
+reference silhouette (`fitter/stages/init/parametric.py`, `hair.py`), plus `init/prior_surface.npz` (skin
+points the geometry stage's `lambda_prior_surface` holds the surface to); `template` — the analytic head of
+`fitter/stages/init/template_head.py` scaled to the subject's 3D landmarks, united with the inflated reference silhouette above the chin (hair volume);
 `mesh` — a user OBJ/PLY/GLB turned into our axes (`init.up_axis`, `init.front_axis`), centred and
 scaled to the template's size; `gan_inversion` — PanoHead inverted on the photo (`fitter/stages/init/gan.py`:
 its density's surface and SDF, plus `init/normals/`); `multiview` — a surface fitted to a folder of
@@ -24,6 +27,7 @@ from fitter.config import Config
 from fitter.context import RunContext
 from fitter.stages.init.from_views import check_multiview_input, multiview_init
 from fitter.stages.init.gan import gan_inversion_init
+from fitter.stages.init.parametric import parametric_init
 from fitter.stages.init.sdf_grid import GridSDF
 from fitter.stages.init.silhouette import SilhouetteVolume
 from fitter.stages.init.template_head import CHIN, TemplateHead, fit_to_landmarks, smooth_min
@@ -34,7 +38,6 @@ log = logging.getLogger("headfit")
 
 GRID_HALF_EXTENT = 1.3
 """Half side of the cube (world units) that holds the head; the same as fit.geometry.bound's default."""
-SDF_RESOLUTION = 128
 MESH_SDF_RESOLUTION = 80
 SILHOUETTE_SIZE = 256
 
@@ -44,10 +47,12 @@ def run(ctx: RunContext) -> None:
     kind = ctx.cfg.init.kind
     bound = ctx.cfg.fit.geometry.bound
     surface = None
-    if kind == "template":
+    if kind == "parametric":
+        sdf, info = parametric_init(ctx, out, bound, ctx.cfg.init.sdf_resolution)
+    elif kind == "template":
         head = fit_to_landmarks(ctx.subject.landmarks_world)
         hair = silhouette_volume(ctx)
-        sdf = GridSDF.from_function(lambda p: smooth_min(head.sdf(p), hair(p), 0.05), SDF_RESOLUTION, bound)
+        sdf = GridSDF.from_function(lambda p: smooth_min(head.sdf(p), hair(p), 0.05), ctx.cfg.init.sdf_resolution, bound)
         info = {"kind": "template", "template": head.to_dict(), "silhouette": True}
     elif kind == "mesh":
         sdf, info = _mesh_init(ctx, bound)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from fitter.stages.geometry.losses import (
@@ -9,6 +10,7 @@ from fitter.stages.geometry.losses import (
     loss_landmarks_on_surface,
     loss_mask,
     loss_prior,
+    loss_prior_surface,
     loss_reference_depth_mse,
     loss_reference_depth_pearson,
     loss_reference_normal,
@@ -83,3 +85,22 @@ def test_prior_and_mask():
     assert loss_prior(sphere(radius=0.45), sphere(), points, 0.1) > 0
     a = torch.zeros(4, 4, 1)
     assert loss_mask(a, a) == 0 and loss_mask(a, torch.ones(4, 4, 1)) == 1
+
+
+def test_prior_surface_is_zero_on_the_points_and_pulls_the_surface_to_them():
+    torch.manual_seed(0)
+    points = torch.nn.functional.normalize(torch.randn(256, 3), dim=-1) * 0.5
+    weights = torch.rand(256)
+    assert loss_prior_surface(sphere(radius=0.5), points, weights) < 1e-12
+    for radius, sign in ((0.45, -1.0), (0.55, 1.0)):  # too small: grow; too large: shrink
+        r = torch.tensor(radius, requires_grad=True)
+        loss = loss_prior_surface(lambda p, r=r: p.norm(dim=-1) - r, points, weights)
+        assert loss.item() == pytest.approx(0.05**2, rel=1e-4)
+        loss.backward()
+        assert torch.sign(r.grad) == sign  # descending moves r towards 0.5
+
+
+def test_prior_surface_weights_decide_which_points_count():
+    points = torch.tensor([[0.5, 0.0, 0.0], [0.6, 0.0, 0.0]])  # the second is 0.1 off the surface
+    assert loss_prior_surface(sphere(radius=0.5), points, torch.tensor([1.0, 0.0])) == 0
+    assert loss_prior_surface(sphere(radius=0.5), points, torch.tensor([1.0, 1.0])).item() == pytest.approx(0.005, rel=1e-4)
