@@ -24,12 +24,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, TypeVar
 
 import numpy as np
+import torch
 from numpy.typing import ArrayLike
 
 from common.errors import require
+
+Points = TypeVar("Points", np.ndarray, torch.Tensor)
 
 PANOHEAD_FOCAL = 4.2647
 """PanoHead/EG3D normalised focal length (in units of the image size)."""
@@ -143,13 +146,20 @@ class Camera:
         """World to clip space (4, 4)."""
         return self.projection(near, far) @ self.w2c
 
-    def project(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Project world points (N, 3) to pixels (N, 2) and their depth along the view axis (N,)."""
-        pc = points @ self.w2c[:3, :3].T + self.w2c[:3, 3]
-        depth = -pc[:, 2]
-        u = self.cx + self.fx * pc[:, 0] / depth
-        v = self.cy - self.fy * pc[:, 1] / depth
-        return np.stack([u, v], axis=1), depth
+    def project(self, points: Points) -> tuple[Points, Points]:
+        """Project world points (..., N, 3) to pixels (..., N, 2) and their depth along the view axis (..., N); a
+        torch tensor stays one (differentiable, in its dtype and device)."""
+        if isinstance(points, torch.Tensor):
+            w2c = torch.as_tensor(self.w2c, dtype=points.dtype, device=points.device)
+            pc = points @ w2c[:3, :3].T + w2c[:3, 3]
+        else:
+            pc = points @ self.w2c[:3, :3].T + self.w2c[:3, 3]
+        depth = -pc[..., 2]
+        u = self.cx + self.fx * pc[..., 0] / depth
+        v = self.cy - self.fy * pc[..., 1] / depth
+        if isinstance(points, torch.Tensor):
+            return torch.stack([u, v], dim=-1), depth
+        return np.stack([u, v], axis=-1), depth
 
     def unproject(self, pixels: np.ndarray, depth: np.ndarray) -> np.ndarray:
         """World points (N, 3) at pixels (N, 2) and view-axis depths (N,)."""

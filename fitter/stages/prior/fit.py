@@ -34,7 +34,6 @@ from fitter.config import HeadPriorConfig
 from fitter.stages.prior import losses
 from fitter.stages.prior.head import GROUPS, FitHead, HeadParams, Rows, umeyama
 from fitter.stages.prior.targets import IRIS, NUM_MESH, Targets, sample
-from representations.cameras import Camera
 from representations.parametric import HeadModel
 from representations.parametric.landmarks import LandmarkMap
 
@@ -63,16 +62,6 @@ class FitResult:
     iris_rmse_px: float
     history: list[float] = field(default_factory=list)
     """The weighted objective after each step."""
-
-
-def project(points: Tensor, camera: Camera) -> tuple[Tensor, Tensor]:
-    """World points (..., N, 3) -> pixels (..., N, 2) and view-axis depths (..., N), as `Camera.project`."""
-    w2c = torch.as_tensor(camera.w2c, dtype=points.dtype)
-    pc = points @ w2c[:3, :3].T + w2c[:3, 3]
-    depth = -pc[..., 2]
-    u = camera.cx + camera.fx * pc[..., 0] / depth
-    v = camera.cy - camera.fy * pc[..., 1] / depth
-    return torch.stack([u, v], dim=-1), depth
 
 
 def start(head: FitHead, landmark_map: LandmarkMap, targets: Targets) -> HeadParams:
@@ -111,13 +100,13 @@ class Problem:
 
     def outside_vertices(self, theta: Tensor) -> Tensor:
         """Ids of the vertices that project farther than the tolerance outside the photo's mask at ``theta`` (n,)."""
-        px, _ = project(self.head.world_vertices(self.head.unpack(theta), rows=self.all_rows)[0], self.targets.camera)
+        px, _ = self.targets.camera.project(self.head.world_vertices(self.head.unpack(theta), rows=self.all_rows)[0])
         return torch.nonzero(sample(self.targets.outside, px) > losses.SILHOUETTE_TOLERANCE_PX)[:, 0]
 
     def depth_scale(self, theta: Tensor) -> Tensor:
         """`losses.depth_scale` at ``theta`` (n,)."""
         vertices = self.head.world_vertices(self.head.unpack(theta), rows=self.landmark_rows)
-        _, depth = project(self._points(vertices), self.targets.camera)
+        _, depth = self.targets.camera.project(self._points(vertices))
         to_px = self.targets.camera.fx / self.mean_depth
         return losses.depth_scale(depth[0, :NUM_MESH] * to_px, self.targets.depth[:NUM_MESH])
 
@@ -136,7 +125,7 @@ class Problem:
         head, t = self.head, self.targets
         p = head.unpack(theta)
         vertices = head.world_vertices(p, rows=rows)
-        px, depth = project(self._points(vertices), t.camera)
+        px, depth = t.camera.project(self._points(vertices))
         out: dict[str, Tensor] = {}
         if "landmarks" in active:
             out["landmarks"] = losses.loss_landmarks(px[:, :NUM_MESH], t.landmarks[:NUM_MESH])
@@ -146,7 +135,7 @@ class Problem:
         if "iris" in active:
             out["iris"] = losses.loss_iris(px[:, IRIS], t.landmarks[IRIS])
         if "silhouette" in active:
-            outside_px, _ = project(vertices[:, len(self.corner_ids):], t.camera)
+            outside_px, _ = t.camera.project(vertices[:, len(self.corner_ids):])
             out["silhouette"] = losses.loss_silhouette(sample(t.outside, outside_px), self.num_vertices)
         if "shape_prior" in active:
             out["shape_prior"] = losses.loss_shape_prior(p.phenotype, head.phenotype_centre, p.local)

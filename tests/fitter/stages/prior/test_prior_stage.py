@@ -16,7 +16,6 @@ from fitter.config import Config, load_config
 from fitter.context import RunContext
 from fitter.pipeline import stage_hashes
 from fitter.stages.prior.contract import CONTRACT
-from fitter.stages.prior.fit import project
 from fitter.subject import LANDMARKS, Subject
 from representations.mesh import read_mesh
 from representations.parametric import head_model
@@ -63,7 +62,7 @@ def test_posed_and_neutral_heads_are_in_the_world_frame(prior_run: Path):
     faces = head_model().faces.long()
     for mesh in (posed, neutral):
         assert mesh.verts.shape == (4538, 3) and torch.equal(mesh.faces, faces)
-    px, _ = project(load_landmark_map().points(posed.verts, faces)[:468], subject.camera(512))  # through the photo's camera
+    px, _ = subject.camera(512).project(load_landmark_map().points(posed.verts, faces)[:468])  # through the photo's camera
     rmse = float((px - torch.tensor(subject.landmarks_px(512)[:468], dtype=torch.float32)).norm(dim=1).square().mean().sqrt())
     assert rmse <= 2.5
     moved = (posed.verts - neutral.verts).norm(dim=1)
