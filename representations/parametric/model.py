@@ -141,17 +141,25 @@ class HeadModel(torch.nn.Module):
         rot = rot @ roll
         return torch.cat([eye.expand(len(rot), 1, 3, 3), rot[:, 1:]], dim=1)
 
-    def forward(self, phenotype: Values = None, local_changes: Values = None, facial_actions: Values = None,
-                pose: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Vertices (B, V, 3). `pose`: (B, J, 4, 4) per-bone deltas in anny's "local-ref" convention (each
-        bone's rotation about its head in world-aligned axes, relative to its parent; the root's is its world
-        transform), or None for the rest pose."""
-        vertices, heads, tails = self.rest(phenotype, local_changes, facial_actions)
-        if pose is None:
-            return vertices - heads[:, :1]  # identity deltas: the root's head goes to the origin
+    def bone_frames(self, phenotype: Values = None, local_changes: Values = None, facial_actions: Values = None,
+                    pose: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """(B, J, 4, 4) each bone's frame in `forward`'s output frame: rotation columns its x, y (head -> tail), z
+        axes, translation its head; posed by `pose` (as in `forward`), or the rest pose when None."""
+        _, heads, tails = self.rest(phenotype, local_changes, facial_actions)
         R = self.bone_orientations(heads, tails)
+        if pose is None:
+            rot, t = R, heads - heads[:, :1]
+        else:
+            rot, t = self._posed_chain(R, heads, pose)
+        frames = torch.zeros(*rot.shape[:2], 4, 4, dtype=rot.dtype, device=rot.device)
+        frames[..., :3, :3], frames[..., :3, 3], frames[..., 3, 3] = rot, t, 1.0
+        return frames
+
+    def _posed_chain(self, R: torch.Tensor, heads: torch.Tensor, pose: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Posed bone frames down the chain: rotations (B, J, 3, 3) and heads (B, J, 3), from the rest
+        orientations R (B, J, 3, 3), rest heads (B, J, 3) and the "local-ref" deltas `pose` (B, J, 4, 4)."""
         batch = max(len(R), len(pose))
-        R, heads, vertices = R.expand(batch, -1, -1, -1), heads.expand(batch, -1, -1), vertices.expand(batch, -1, -1)
+        R, heads = R.expand(batch, -1, -1, -1), heads.expand(batch, -1, -1)
         D, d = pose[..., :3, :3].to(R).expand(batch, -1, -1, -1), pose[..., :3, 3].to(R).expand(batch, -1, -1)
         Rt = R.transpose(-1, -2)
         world_rot = [Rt[:, 0] @ D[:, 0] @ R[:, 0]]
@@ -161,8 +169,22 @@ class HeadModel(torch.nn.Module):
             local_t = Rt[:, parent] @ (d[:, child] + heads[:, child] - heads[:, parent])[..., None]
             world_rot.append(world_rot[parent] @ local_rot)
             world_t.append(world_t[parent] + (world_rot[parent] @ local_t)[..., 0])
-        T_rot = torch.stack(world_rot, dim=1) @ Rt
-        T_t = torch.stack(world_t, dim=1) - (T_rot @ heads[..., None])[..., 0]
+        return torch.stack(world_rot, dim=1), torch.stack(world_t, dim=1)
+
+    def forward(self, phenotype: Values = None, local_changes: Values = None, facial_actions: Values = None,
+                pose: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Vertices (B, V, 3). `pose`: (B, J, 4, 4) per-bone deltas in anny's "local-ref" convention (each
+        bone's rotation about its head in world-aligned axes, relative to its parent; the root's is its world
+        transform), or None for the rest pose."""
+        vertices, heads, tails = self.rest(phenotype, local_changes, facial_actions)
+        if pose is None:
+            return vertices - heads[:, :1]  # identity deltas: the root's head goes to the origin
+        R = self.bone_orientations(heads, tails)
+        world_rot, world_t = self._posed_chain(R, heads, pose)
+        batch = len(world_rot)
+        R, heads, vertices = R.expand(batch, -1, -1, -1), heads.expand(batch, -1, -1), vertices.expand(batch, -1, -1)
+        T_rot = world_rot @ R.transpose(-1, -2)
+        T_t = world_t - (T_rot @ heads[..., None])[..., 0]
         blended = torch.einsum("vj,bjik->bvik", self.skin_weights, T_rot)
         return (blended @ vertices[..., None])[..., 0] + self.skin_weights @ T_t
 
