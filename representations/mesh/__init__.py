@@ -18,6 +18,7 @@ from .core import Mesh
 from .errors import MeshFormatError, MeshGeometryError, UVUnwrapError
 from .export import save_glb, save_mesh, save_obj, save_ply
 from .geometry import edge_face_pairs, face_areas, face_normals, half_edges, unique_edges, vertex_degrees, vertex_normals
+from .gltf_rig import AttachedMesh, MorphClip, MorphTargets, Skeleton, save_rigged_glb, split_vertex_ids
 from .header import count_faces
 from .load import load_mesh, read_mesh
 from .losses import laplacian_vectors, loss_laplacian, loss_normal_consistency
@@ -27,6 +28,7 @@ from .uv_unwrap import AtlasInfo, UnwrapOptions, run_xatlas, unwrap_uv, unwrap_u
 from .validate import check_face_indices, check_solid
 
 __all__ = [
+    "AttachedMesh", "MorphClip", "MorphTargets", "Skeleton", "save_rigged_glb", "split_vertex_ids",
     "AtlasInfo", "Mesh", "MeshFormatError", "MeshGeometryError", "UVUnwrapError", "UnwrapOptions", "axis_vector",
     "check_face_indices", "check_solid", "count_faces", "decimate", "edge_face_pairs", "face_areas", "face_normals",
     "grid", "half_edges", "icosphere", "keep_largest_component", "laplacian_vectors", "load_mesh", "loss_laplacian",
