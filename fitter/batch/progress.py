@@ -54,4 +54,6 @@ def describe(result: SubjectResult, finished: int, total: int) -> str:
         return f"{head} after {result.attempts} attempt(s): {result.reason}"
     psnr = result.metrics.get("psnr_db")
     quality = f", reference PSNR {psnr:.2f} dB" if psnr is not None else ""
+    wrap = result.metrics.get("wrap_error_pct")
+    quality += f", wrap error {wrap:.2f}% of head height" if wrap is not None else ""
     return f"{head} in {result.wall_s:.1f} s{' (resumed)' if result.resumed else ''}{quality}"

@@ -15,7 +15,7 @@ from common import atomic
 from fitter.batch.task import SubjectResult
 
 CSV_COLUMNS = ("stem", "status", "attempts", "wall_s", "resumed", "psnr_db", "ssim", "identity_front",
-               "identity_mean", "faces", "reason", "image", "out")
+               "identity_mean", "faces", "wrap_error_pct", "wrap_error_p95_pct", "reason", "image", "out")
 FRONT_VIEW = "az+000_el+00"
 
 
@@ -27,12 +27,15 @@ def read_metrics(out: Path) -> dict:
         return {}
     reference = metrics.get("reference", {})
     identity = {k: v for k, v in metrics.get("identity", {}).items() if _finite(v)}
+    wrap = metrics.get("rig", {}).get("wrap_error", {})  # the rigged head's (stage rig); absent when it was off
     return {
         "psnr_db": _rounded(reference.get("psnr_db")),
         "ssim": _rounded(reference.get("ssim")),
         "identity_front": _rounded(identity.get(FRONT_VIEW)),
         "identity_mean": _rounded(sum(identity.values()) / len(identity)) if identity else None,
         "faces": metrics.get("mesh", {}).get("faces"),
+        "wrap_error_pct": _rounded(wrap.get("mean_pct")),
+        "wrap_error_p95_pct": _rounded(wrap.get("p95_pct")),
         "stage_wall_s": metrics.get("stage_wall_s", {}),
     }
 

@@ -10,10 +10,11 @@ from fitter.stages.init import contract as init
 from fitter.stages.intake import contract as intake
 from fitter.stages.prior import contract as prior
 from fitter.stages.reference import contract as reference
+from fitter.stages.rig import contract as rig
 from fitter.stages.texture import contract as texture
 
 CONTRACTS: tuple[StageContract, ...] = (intake.CONTRACT, prior.CONTRACT, reference.CONTRACT, init.CONTRACT, geometry.CONTRACT,
-                                        texture.CONTRACT, export.CONTRACT)
+                                        texture.CONTRACT, rig.CONTRACT, export.CONTRACT)
 BY_NAME = {c.name: c for c in CONTRACTS}
 
 

@@ -162,7 +162,7 @@ def test_a_rerun_with_a_new_photo_that_stops_early_leaves_no_stale_stage(tmp_pat
     (out / "geometry" / "notes.txt").write_text("the user's")
     assert main(["--image", str(mirrored_photo(tmp_path)), "--config", PREVIEW, "--out", str(out), *SMOKE, "--stop-after", "init"]) == 0
     capsys.readouterr()
-    for stale in ("geometry/mesh.ply", "geometry/sculpt.pt", "geometry/done.json", "texture", "export", "head.glb",
+    for stale in ("geometry/mesh.ply", "geometry/sculpt.pt", "geometry/done.json", "texture", "rig", "export", "head.glb", "head_rigged.glb",
                   "head.obj", "head.png", "views", "turntable.mp4", "metrics.json", "report.html", "report"):
         assert not (out / stale).exists(), stale
     assert (out / "geometry" / "notes.txt").read_text() == "the user's"
@@ -176,7 +176,7 @@ def test_stopping_after_the_intake_with_a_new_photo_drops_every_later_stage(tmp_
     shutil.copytree(shared_run(tmp_path_factory, worker_id), out)
     assert main(["--image", str(mirrored_photo(tmp_path)), "--config", PREVIEW, "--out", str(out), *SMOKE, "--stop-after", "intake"]) == 0
     capsys.readouterr()
-    assert not any((out / stage).exists() for stage in ("prior", "init", "geometry", "texture", "export"))
+    assert not any((out / stage).exists() for stage in ("prior", "init", "geometry", "texture", "rig", "export"))
     assert not (out / "head.glb").exists() and (out / "subject" / "subject.json").is_file()
 
 

@@ -30,20 +30,20 @@ def test_a_changed_reference_map_redoes_geometry_onwards_but_not_init(tmp_path):
     (tmp_path / "normal.png").write_bytes(b"first")  # put in subject/ by hand
     with_map = hashes(cfg, tmp_path)
     (tmp_path / "normal.png").write_bytes(b"second")  # same path, new contents
-    assert changed(before, with_map) == changed(with_map, hashes(cfg, tmp_path)) == ["reference", "geometry", "texture", "export"]
+    assert changed(before, with_map) == changed(with_map, hashes(cfg, tmp_path)) == ["reference", "geometry", "texture", "rig", "export"]
 
 
 def test_reference_settings_redo_geometry_onwards_but_not_init(tmp_path):
     cfg = Config()
     other = dataclasses.replace(cfg, reference=dataclasses.replace(cfg.reference, steps=cfg.reference.steps + 1))
-    assert changed(hashes(cfg, tmp_path), hashes(other, tmp_path)) == ["reference", "geometry", "texture", "export"]
+    assert changed(hashes(cfg, tmp_path), hashes(other, tmp_path)) == ["reference", "geometry", "texture", "rig", "export"]
 
 
 def test_subject_files_and_intake_settings_redo_every_stage(tmp_path):
     before = hashes(Config(), tmp_path)
     other_files = SUBJECT | {"files": {"mask.png": "ef" * 32}}
     other_settings = SUBJECT | {"settings": {"intake": {"crop_size": 512}}}
-    every = ["prior", "reference", "init", "geometry", "texture", "export"]
+    every = ["prior", "reference", "init", "geometry", "texture", "rig", "export"]
     assert changed(before, hashes(Config(), tmp_path, other_files)) == every
     assert changed(before, hashes(Config(), tmp_path, other_settings)) == every
 
@@ -72,7 +72,13 @@ def test_multiview_folder_contents_redo_init(tmp_path):
 def test_texture_settings_leave_init_and_geometry(tmp_path):
     cfg = Config()
     other = dataclasses.replace(cfg, fit=dataclasses.replace(cfg.fit, texture=dataclasses.replace(cfg.fit.texture, resolution=512)))
-    assert changed(hashes(cfg, tmp_path), hashes(other, tmp_path)) == ["texture", "export"]
+    assert changed(hashes(cfg, tmp_path), hashes(other, tmp_path)) == ["texture", "rig", "export"]
+
+
+def test_rig_settings_redo_only_the_rig_and_the_export(tmp_path):
+    cfg = Config()
+    other = dataclasses.replace(cfg, rig=dataclasses.replace(cfg.rig, texture_size=1024))
+    assert changed(hashes(cfg, tmp_path), hashes(other, tmp_path)) == ["rig", "export"]
 
 
 def test_prompt_option_is_the_config_prompt(tmp_path):

@@ -8,9 +8,6 @@ importer. Under CI=true a missing validator or bpy is a failure, elsewhere a ski
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -19,18 +16,15 @@ import numpy as np
 import pytest
 import torch
 
-from fitter.stages.export.report.viewer import npm_cache_dir
 from representations.mesh import Mesh
 from representations.mesh.gltf_rig import AttachedMesh, MorphClip, MorphTargets, Skeleton, save_rigged_glb, split_vertex_ids
-from tests.helpers import need
+from tests.helpers import accessor, need, read_glb, validator_issues
 
 RINGS, SEGMENTS = 5, 8
 JOINTS = ["neck", "head", "jaw", "eye_socket"]
 TARGETS = ["jawOpen", "cheekPuff", "browInnerUp"]
 HEAD_TEXTURE = (32, 64)  # (H, W)
 EYE_TEXTURE = (8, 16)
-_COMPONENTS = {"SCALAR": 1, "VEC2": 2, "VEC3": 3, "VEC4": 4, "MAT4": 16}
-_DTYPES = {5126: np.float32, 5121: np.uint8, 5123: np.uint16, 5125: np.uint32}
 
 
 def cylinder(radius: float, height: float, center: tuple[float, float, float], texture_hw: tuple[int, int], seed: int) -> Mesh:
@@ -109,29 +103,6 @@ def skinned_glb_path(rig, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("rig") / "skinned.glb"
     save_rigged_glb(path, **rig, attach="skinned")
     return path
-
-
-def read_glb(path: Path) -> tuple[dict, bytes]:
-    data = path.read_bytes()
-    magic, version, total = struct.unpack_from("<4sII", data, 0)
-    assert (magic, version, total) == (b"glTF", 2, len(data))
-    json_length, json_type = struct.unpack_from("<I4s", data, 12)
-    assert json_type == b"JSON" and json_length % 4 == 0
-    bin_length, bin_type = struct.unpack_from("<I4s", data, 20 + json_length)
-    assert bin_type == b"BIN\0" and 28 + json_length + bin_length == len(data)
-    return json.loads(data[20:20 + json_length]), data[28 + json_length:]
-
-
-def accessor(doc: dict, blob: bytes, index: int) -> np.ndarray:
-    """(count, components) array of accessor ``index`` (tightly packed views only)."""
-    acc = doc["accessors"][index]
-    view = doc["bufferViews"][acc["bufferView"]]
-    assert "byteStride" not in view and view["byteOffset"] % 4 == 0
-    dtype = _DTYPES[acc["componentType"]]
-    array = np.frombuffer(blob, dtype=dtype, count=acc["count"] * _COMPONENTS[acc["type"]],
-                          offset=view["byteOffset"] + acc.get("byteOffset", 0))
-    assert array.nbytes <= view["byteLength"]
-    return array.reshape(acc["count"], _COMPONENTS[acc["type"]])
 
 
 def node_matrix(node: dict) -> np.ndarray:
@@ -238,20 +209,6 @@ def test_read_back_skinned_attachment(rig, skinned_glb_path):
     assert np.allclose(accessor(doc, blob, attributes["POSITION"]), eye.verts.double().numpy()[split_vertex_ids(eye)], atol=1e-6)
     assert (accessor(doc, blob, attributes["JOINTS_0"]) == [JOINTS.index("eye_socket"), 0, 0, 0]).all()
     assert (accessor(doc, blob, attributes["WEIGHTS_0"]) == [1, 0, 0, 0]).all()
-
-
-def validator_issues(path: Path) -> dict:
-    """The Khronos validator's ``issues`` for a GLB (needs node + gltf-validator in the npm cache)."""
-    node = shutil.which("node")
-    modules = npm_cache_dir() / "node_modules"
-    need(node is not None and (modules / "gltf-validator").is_dir(), "node + gltf-validator in .cache/npm")
-    script = ("const v=require('gltf-validator');const b=require('fs').readFileSync(process.argv[1]);"
-              "v.validateBytes(new Uint8Array(b)).then(r=>console.log(JSON.stringify(r.issues)))"
-              ".catch(e=>{console.error(String(e));process.exit(3)})")
-    result = subprocess.run([str(node), "-e", script, str(path)], capture_output=True, text=True,
-                            timeout=120, env={**os.environ, "NODE_PATH": str(modules)})
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
 
 
 def assert_valid(path: Path) -> None:

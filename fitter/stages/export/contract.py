@@ -8,8 +8,8 @@ from fitter.stages.export.stage import run
 CONTRACT = StageContract(
     name="export",
     run=run,
-    reads=("intake", "texture"),
-    writes=("head.glb", "head.obj", "head.mtl", "head.png", "views/", "turntable.mp4", "metrics.json", "report.html", "report/"),
+    reads=("intake", "texture", "rig"),
+    writes=("head.glb", "head_rigged.glb", "head.obj", "head.mtl", "head.png", "views/", "turntable.mp4", "metrics.json", "report.html", "report/"),
     sections=fixed_sections("export"),
     summary="GLB/OBJ, views, turntable, metrics and the HTML report",
 )

@@ -1,6 +1,7 @@
 """Stage `export`: the deliverables in OUT.
 
-Reads `texture/head.obj` and `subject/`; writes `head.glb`, `head.obj` + `head.mtl` + `head.png`,
+Reads `texture/head.obj`, `rig/` and `subject/`; writes `head.glb`, `head.obj` + `head.mtl` + `head.png`,
+`head_rigged.glb` (a copy of the rig stage's, when rig.enabled),
 `views/az{+000}_el{+00}.png`, `turntable.mp4` and `metrics.json` (per-stage wall time,
 reference-view PSNR/SSIM inside the mask, dlib identity distance of every view to the input), and
 last `report.html` (`fitter/stages/export/report`) unless export.report=false.
@@ -27,6 +28,7 @@ from representations.cameras import turntable
 from representations.mesh import Mesh, read_mesh, save_glb, save_obj
 
 log = logging.getLogger("headfit")
+RIGGED_GLB = "head_rigged.glb"
 
 
 def run(ctx: RunContext) -> None:
@@ -34,6 +36,9 @@ def run(ctx: RunContext) -> None:
     mesh = read_mesh(ctx.out / "texture" / "head.obj")
     save_glb(mesh, ctx.out / "head.glb")
     save_obj(mesh, ctx.out / "head.obj")
+    rig = rig_summary(ctx.out)
+    if rig is not None:
+        atomic.write_bytes(ctx.out / RIGGED_GLB, (ctx.out / "rig" / RIGGED_GLB).read_bytes())
     views = write_views(mesh, cfg, ctx.out / "views")
     write_mp4(ctx.out / "turntable.mp4", turntable_frames(mesh, cfg), fps=cfg.turntable_fps)
     metrics = {
@@ -42,11 +47,23 @@ def run(ctx: RunContext) -> None:
         "identity": identity_metrics(views, ctx),
         "mesh": {"vertices": mesh.num_verts, "faces": mesh.num_faces, "texture": list(mesh.texture.shape[:2])},
     }
+    if rig is not None:
+        metrics["rig"] = rig
     atomic.write_json(ctx.out / "metrics.json", metrics)
     ref = metrics["reference"]
     log.info("export: reference PSNR %.2f dB, SSIM %.3f (in mask)", ref["psnr_db"], ref["ssim"])
     if cfg.report:
         write_report(ctx.out, ctx.cfg, mesh)
+
+
+def rig_summary(out: Path) -> dict | None:
+    """metrics.json's `rig` entry from `rig/rig.json` (None when the rig stage was off)."""
+    path = out / "rig" / "rig.json"
+    record = json.loads(path.read_text()) if path.is_file() else {}
+    if not record.get("enabled"):
+        return None
+    keys = ("wrap_error", "wrapped_fraction", "vertices", "faces", "bones", "morph_targets", "texture_size", "hair")
+    return {key: record[key] for key in keys} | {"wall_s": round(sum(record["seconds"].values()), 3)}
 
 
 def turntable_frames(mesh: Mesh, cfg: ExportConfig):

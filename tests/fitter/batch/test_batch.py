@@ -232,7 +232,9 @@ def test_ray_batch_fits_good_photos_and_reports_the_bad_one(ray_batch):
     assert rows["broken"]["attempts"] == "1" and rows["broken"]["reason"] == f"broken.png {BAD_REASON} (or a format that cannot be read)"
     assert float(rows["ann"]["psnr_db"]) > 15 and int(rows["bob"]["faces"]) > 500
     for stem in ("ann", "bob"):
+        assert 0 < float(rows[stem]["wrap_error_pct"]) <= float(rows[stem]["wrap_error_p95_pct"])  # the rigged head's
         assert (root / stem / "head.glb").is_file() and (root / stem / "turntable.mp4").is_file()
+        assert (root / stem / "head_rigged.glb").is_file()
         assert float(rows[stem]["wall_s"]) > 0 and rows[stem]["attempts"] == "1"
     assert not (root / "broken").exists()
     summary = json.loads((root / "summary.json").read_text())

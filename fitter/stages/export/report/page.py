@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 from typing import Any, Optional
 
-from fitter.stages.export.report.template import NO_VIEWER, PAGE, VIEWER
+from fitter.stages.export.report.template import NO_VIEWER, PAGE, RIGGED_VIEWER, VIEWER
 from fitter.subject import IMAGE_SMALL
 
 
@@ -30,6 +30,18 @@ def viewer_html(out: Path, viewer_problem: Optional[str]) -> tuple[str, str]:
         return "", NO_VIEWER.substitute(reason=html.escape(viewer_problem))
     script = '<script src="report/model-viewer.min.js"></script>'
     return script, VIEWER.substitute(src=glb_data_uri(out / "head.glb"))
+
+
+def rigged_html(out: Path, viewer_problem: Optional[str]) -> str:
+    """The rigged head's viewer and its expression buttons ("" without head_rigged.glb or without the viewer)."""
+    glb = out / "head_rigged.glb"
+    if viewer_problem or not glb.is_file():
+        return ""
+    rig = json.loads((out / "metrics.json").read_text()).get("rig", {}) if (out / "metrics.json").is_file() else {}
+    error = rig.get("wrap_error", {})
+    summary = (f"Wrap error {error['mean_pct']:.2f}% of the head's height on average ({error['p95_pct']:.2f}% at the 95th "
+               "percentile)." if "mean_pct" in error else "")
+    return RIGGED_VIEWER.substitute(src=glb_data_uri(glb), summary=html.escape(summary))
 
 
 def flatten(node: Any, prefix: str = "") -> list[tuple[str, Any]]:
@@ -58,7 +70,7 @@ def build_page(out: Path, *, eval_views: dict[str, str], export_views: list[str]
     config = (out / "config.yaml").read_text() if (out / "config.yaml").is_file() else "(config.yaml missing)"
     return PAGE.substitute(
         title=html.escape(out.name), written=datetime.datetime.now().isoformat(timespec="seconds"),
-        viewer_script=script, viewer=viewer, turntable_size=turntable_size,
+        viewer_script=script, viewer=viewer, rigged=rigged_html(out, viewer_problem), turntable_size=turntable_size,
         eval_views="".join(eval_figs),
         export_views="".join(figure(src, Path(src).stem, 160) for src in export_views),
         curves="".join(figure(src, Path(src).stem) for src in curves) or "<p>No training histories in this run.</p>",

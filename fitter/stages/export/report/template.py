@@ -20,6 +20,7 @@ table { border-collapse: collapse; font-size: 0.85rem; } td, th { border: 1px so
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 pre { background: #f7f7f7; padding: 0.8rem; overflow: auto; font-size: 0.8rem; max-height: 600px; }
 .curves img { max-width: 560px; }
+.controls { margin: 0.4rem 0 1rem; } .controls button { margin-right: 6px; }
 </style>
 $viewer_script
 </head>
@@ -31,6 +32,7 @@ $viewer_script
 
 <h2>3D head</h2>
 $viewer
+$rigged
 
 <h2>Turntable</h2>
 <video src="turntable.mp4" controls loop muted autoplay playsinline width="$turntable_size"></video>
@@ -58,3 +60,25 @@ VIEWER = Template("""<model-viewer id="head" src="$src" alt="the fitted 3D head"
 
 NO_VIEWER = Template("""<p class="notice" id="no-viewer">The interactive 3D viewer is not included: $reason.
 Open <a href="head.glb">head.glb</a> in any glTF viewer.</p>""")
+
+RIGGED_VIEWER = Template("""<h3>Rigged head (<a href="head_rigged.glb">head_rigged.glb</a>)</h3>
+<p>The sculpt wrapped onto the parametric head: a skeleton, the 52 ARKit blendshapes, the neutral expression at rest and
+the texture in the shared UV layout; the hair is its own mesh. $summary</p>
+<model-viewer id="rigged" src="$src" alt="the rigged head" camera-controls camera-orbit="0deg 85deg auto"
+  shadow-intensity="0" exposure="1" environment-image="neutral" interaction-prompt="none" animation-name="neutral"
+  animation-crossfade-duration="0"></model-viewer>
+<div class="controls">
+<button id="pose-neutral" onclick="showPose('neutral')">Neutral</button>
+<button id="pose-photo" onclick="showPose('photo_expression')">Photo's expression</button>
+<button id="play-clip" onclick="playClip()">Play expression clip</button>
+</div>
+<script>
+function showPose(name) {
+  const v = document.getElementById('rigged');
+  v.pause(); v.animationName = name; v.currentTime = 0.5;
+}
+function playClip() {
+  const v = document.getElementById('rigged');
+  v.animationName = 'expression_demo'; v.currentTime = 0; v.play({repetitions: 1});
+}
+</script>""")
