@@ -115,10 +115,10 @@ def test_every_ablation_changes_one_switch():
 
 
 def test_hero_command_with_tiny_models_completes(tmp_path):
-    """The issue's dry run, verbatim: the hero config with the tiny-random preset, all six stages."""
+    """The issue's dry run, verbatim: the hero config with the tiny-random preset, every stage."""
     out = tmp_path / "run"
     assert main(["--image", EXAMPLE, "--config", HERO, "--out", str(out), "models.preset=tiny-random"]) == 0
-    for name in ("head.glb", "head.obj", "head.png", "turntable.mp4", "metrics.json", "report.html",
+    for name in ("head.glb", "head.obj", "head.png", "head_rigged.glb", "turntable.mp4", "metrics.json", "report.html",
                  "reference/normal.png", "reference/depth.png"):
         assert (out / name).is_file(), name
     saved = load_config(out / "config.yaml")
