@@ -36,7 +36,7 @@ from common.errors import UserError
 from fitter.config import RigConfig
 from fitter.context import RunContext
 from fitter.stages.init.hair import anny_regions
-from fitter.stages.init.parametric import closed_parts
+from fitter.stages.init.parametric import close_boundaries, closed_parts
 from fitter.stages.prior.stage import read_fit
 from fitter.stages.rig import frame
 from fitter.stages.rig.clips import expression_clips
@@ -227,14 +227,23 @@ def hair_mesh(sculpt: Mesh, textured: Mesh, wrapped: Mesh, head: FittedHead, cfg
     settings = ShellSettings(min_thickness=cfg.hair_min_thickness * head.height, resolution=cfg.hair_resolution,
                              floor=float(wrapped.verts[ears][:, 1].min()), max_faces=cfg.hair_max_faces)
     try:
-        shell = outer_shell(sculpt, parts[0], settings)
-    except ValueError as exc:  # a sculpt with holes has no inside: no hair mesh, the rest still exports
+        shell = outer_shell(filled(sculpt), parts[0], settings)
+    except ValueError as exc:  # a sculpt with holes left has no inside: no hair mesh, the rest still exports
         log.warning("rig: no hair mesh: %s", exc)
         return None
     if shell is None:
         return None
     shell = shell_uv(shell, cfg.hair_texture_size)
     return shell.replace(texture=bake_texture(shell, textured, cfg.hair_texture_size).texture)
+
+
+def filled(mesh: Mesh) -> Mesh:
+    """The mesh with its boundary loops closed by fans (the sculpt's surface can be cut open where it meets the fitting
+    box, e.g. at the shoulders); as it is when a boundary is not a set of simple loops."""
+    try:
+        return close_boundaries(mesh)
+    except UserError:
+        return mesh
 
 
 def seat_inner_parts(vertices: np.ndarray, faces: torch.Tensor, sculpt: trimesh.Trimesh, forward: np.ndarray) -> np.ndarray:
