@@ -1,7 +1,7 @@
 """Stage `export`: the deliverables in OUT.
 
 Reads `texture/head.obj`, `rig/` and `subject/`; writes `head.glb`, `head.obj` + `head.mtl` + `head.png`,
-`head_rigged.glb` (a copy of the rig stage's, when rig.enabled),
+`head_rigged.glb` (a copy of the rig stage's, when rig.enabled; `head_rigged.fbx` too with rig.fbx=true),
 `views/az{+000}_el{+00}.png`, `turntable.mp4` and `metrics.json` (per-stage wall time,
 reference-view PSNR/SSIM inside the mask, dlib identity distance of every view to the input), and
 last `report.html` (`fitter/stages/export/report`) unless export.report=false.
@@ -28,7 +28,7 @@ from representations.cameras import turntable
 from representations.mesh import Mesh, read_mesh, save_glb, save_obj
 
 log = logging.getLogger("headfit")
-RIGGED_GLB = "head_rigged.glb"
+RIGGED_GLB, RIGGED_FBX = "head_rigged.glb", "head_rigged.fbx"
 
 
 def run(ctx: RunContext) -> None:
@@ -38,7 +38,9 @@ def run(ctx: RunContext) -> None:
     save_obj(mesh, ctx.out / "head.obj")
     rig = rig_summary(ctx.out)
     if rig is not None:
-        atomic.write_bytes(ctx.out / RIGGED_GLB, (ctx.out / "rig" / RIGGED_GLB).read_bytes())
+        for name in (RIGGED_GLB, RIGGED_FBX):  # the FBX only with rig.fbx=true
+            if (ctx.out / "rig" / name).is_file():
+                atomic.write_bytes(ctx.out / name, (ctx.out / "rig" / name).read_bytes())
     views = write_views(mesh, cfg, ctx.out / "views")
     write_mp4(ctx.out / "turntable.mp4", turntable_frames(mesh, cfg), fps=cfg.turntable_fps)
     metrics = {

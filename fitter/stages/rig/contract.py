@@ -8,7 +8,7 @@ from common.errors import UserError
 from fitter.config import Config
 from fitter.contract import StageContract, fixed_sections
 from fitter.stages.rig.fbx import bpy_available
-from fitter.stages.rig.stage import HAIR_TEXTURE, RIG_GLB, RIG_JSON, RIG_TEXTURE, run
+from fitter.stages.rig.stage import HAIR_TEXTURE, RIG_FBX, RIG_GLB, RIG_JSON, RIG_TEXTURE, run
 
 
 def check(cfg: Config, image: Path) -> None:
@@ -20,7 +20,7 @@ CONTRACT = StageContract(
     name="rig",
     run=run,
     reads=("intake", "prior", "geometry", "texture"),
-    writes=tuple(f"rig/{name}" for name in (RIG_GLB, RIG_JSON, RIG_TEXTURE, HAIR_TEXTURE)),
+    writes=tuple(f"rig/{name}" for name in (RIG_GLB, RIG_JSON, RIG_TEXTURE, HAIR_TEXTURE, RIG_FBX)),
     sections=fixed_sections("rig"),
     check=check,
     summary="the production head: the sculpt wrapped onto the parametric topology, rig, 52 ARKit blendshapes, "

@@ -125,6 +125,8 @@ def test_glbs_pass_khronos_validator(run_dir, name):
     issues = validator_issues(run_dir / name)
     errors = [m for m in issues["messages"] if m["severity"] == 0]
     assert issues["numErrors"] == 0, errors
+    if name == "head_rigged.glb":  # written by hand (representations/mesh/gltf_rig.py): not even a warning
+        assert issues["numWarnings"] == 0, [m for m in issues["messages"] if m["severity"] == 1]
 
 
 def test_obj_set_loads_in_trimesh_with_texture(run_dir):

@@ -16,7 +16,7 @@ from common.errors import UserError
 from fitter.config import load_config
 from fitter.context import RunContext
 from fitter.stages.rig import contract
-from fitter.stages.rig.fbx import bpy_available, glb_to_fbx
+from fitter.stages.rig.fbx import bpy_available
 from fitter.stages.rig.stage import run
 from representations.mesh import Mesh, read_mesh, save_ply
 from representations.parametric import head_model
@@ -173,9 +173,9 @@ def test_rig_off_writes_no_rigged_head(run_dir: Path, tmp_path: Path):
 
 def test_fbx_through_blender(run_dir: Path, tmp_path: Path):
     need(bpy_available(), "bpy 5.0.1 (Blender as a Python module, pip install -e '.[blender]')")
-    fbx = tmp_path / "head_rigged.fbx"
-    glb_to_fbx(run_dir / "head_rigged.glb", fbx)
-    assert fbx.read_bytes()[:18] == b"Kaydara FBX Binary"
+    out = rig_copy(run_dir, tmp_path)
+    rig = run_rig(out, "rig.fbx=true", "rig.hair=false")
+    assert (out / "rig" / "head_rigged.fbx").read_bytes()[:18] == b"Kaydara FBX Binary" and rig["seconds"]["fbx"] > 0
 
 
 def test_fbx_without_blender_is_refused_before_the_intake(monkeypatch, tmp_path: Path):
