@@ -28,7 +28,8 @@ def mesh_to_trimesh(mesh: Mesh) -> trimesh.Trimesh:
         return trimesh.Trimesh(verts, faces, vertex_colors=colors, process=False)
     uv = mesh.uv.detach().cpu().double().numpy()
     assert mesh.uv_faces is not None  # Mesh checks that uv and uv_faces come together
-    split_verts, split_uv, split_faces = _split_at_seams(verts, faces, uv, mesh.uv_faces.cpu().numpy())
+    ids, split_uv, split_faces = split_at_seams(len(verts), faces, uv, mesh.uv_faces.cpu().numpy())
+    split_verts = verts[ids]
     visual = trimesh.visual.TextureVisuals(uv=split_uv, material=_pbr_material(mesh.texture))
     return trimesh.Trimesh(split_verts, split_faces, visual=visual, process=False)
 
@@ -70,27 +71,26 @@ def _colors_to_uint8(colors: torch.Tensor) -> np.ndarray:
     return np.round(colors.detach().float().clamp(0, 1).cpu().numpy() * 255.0).astype(np.uint8)
 
 
-def _split_at_seams(verts: np.ndarray, faces: np.ndarray, uv: np.ndarray, uv_faces: np.ndarray):
-    """One vertex per distinct (vertex, uv) corner pair: vertex i stays at i (with the uv of its
-    first corner), other pairs are appended in order of first use. Returns verts, uv, faces."""
-    num_verts = len(verts)
+def split_at_seams(num_verts: int, faces: np.ndarray, uv: np.ndarray, uv_faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One vertex per distinct (vertex, uv) corner pair, for formats with one uv per vertex. Returns ids (S,): the
+    original vertex of each split vertex, uv (S, 2), faces (F, 3) into the split vertices. Vertex i stays at i (with
+    its first corner's uv; unreferenced vertices get uv 0), other pairs are appended in order of first use."""
     pair_key = faces.reshape(-1) * len(uv) + uv_faces.reshape(-1)
     keys, first_use, corner_pair = np.unique(pair_key, return_index=True, return_inverse=True)
     pair_vert, pair_uv = keys // len(uv), keys % len(uv)
     by_vertex_then_use = np.lexsort((first_use, pair_vert))
     leads = np.ones(len(keys), dtype=bool)
     leads[1:] = pair_vert[by_vertex_then_use][1:] != pair_vert[by_vertex_then_use][:-1]
-    primary = by_vertex_then_use[leads]
-    extra = np.setdiff1d(np.arange(len(keys)), primary)
-    extra = extra[np.argsort(first_use[extra])]
+    primary, extra = by_vertex_then_use[leads], by_vertex_then_use[~leads]
+    extra = extra[np.argsort(first_use[extra], kind="stable")]
     new_index = np.empty(len(keys), dtype=np.int64)
     new_index[primary] = pair_vert[primary]
     new_index[extra] = num_verts + np.arange(len(extra))
     out_uv = np.zeros((num_verts + len(extra), 2))
     out_uv[pair_vert[primary]] = uv[pair_uv[primary]]
     out_uv[num_verts:] = uv[pair_uv[extra]]
-    out_verts = np.concatenate([verts, verts[pair_vert[extra]]])
-    return out_verts, out_uv, new_index[corner_pair].reshape(-1, 3)
+    ids = np.concatenate([np.arange(num_verts), pair_vert[extra]])
+    return ids, out_uv, new_index[corner_pair.reshape(-1)].reshape(-1, 3)
 
 
 def _merge_split_vertices(verts: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -44,7 +44,7 @@ import torch
 
 from common.atomic import write_with
 
-from .convert import PBR_METALLIC, PBR_ROUGHNESS
+from .convert import PBR_METALLIC, PBR_ROUGHNESS, split_at_seams
 from .core import Mesh
 from .geometry import vertex_normals
 from .texture import texture_to_image
@@ -459,27 +459,10 @@ def _add_clip(glb: _Glb, clip: MorphClip, mesh_node: int) -> None:
 
 
 def _split_at_seams(mesh: Mesh) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One vertex per distinct (vertex, uv) corner pair. Returns ids (S,) original vertex per split
-    vertex, uv (S, 2) in `Mesh` convention, faces (F, 3) into the split vertices. Vertex i stays at i
-    (with its first corner's uv; unreferenced vertices get uv 0), other pairs follow in order of first use."""
+    """`convert.split_at_seams` of a textured mesh: ids (S,), uv (S, 2) in `Mesh` convention, faces (F, 3)."""
     assert mesh.uv is not None and mesh.uv_faces is not None  # checked by the callers
-    num_verts, uv = mesh.num_verts, mesh.uv.detach().cpu().double().numpy()
-    pair_key = mesh.faces.cpu().numpy().reshape(-1) * len(uv) + mesh.uv_faces.cpu().numpy().reshape(-1)
-    keys, first_use, corner_pair = np.unique(pair_key, return_index=True, return_inverse=True)
-    pair_vert, pair_uv = keys // len(uv), keys % len(uv)
-    by_vertex_then_use = np.lexsort((first_use, pair_vert))
-    leads = np.ones(len(keys), dtype=bool)
-    leads[1:] = pair_vert[by_vertex_then_use][1:] != pair_vert[by_vertex_then_use][:-1]
-    primary, extra = by_vertex_then_use[leads], by_vertex_then_use[~leads]
-    extra = extra[np.argsort(first_use[extra], kind="stable")]
-    new_index = np.empty(len(keys), dtype=np.int64)
-    new_index[primary] = pair_vert[primary]
-    new_index[extra] = num_verts + np.arange(len(extra))
-    out_uv = np.zeros((num_verts + len(extra), 2))
-    out_uv[pair_vert[primary]] = uv[pair_uv[primary]]
-    out_uv[num_verts:] = uv[pair_uv[extra]]
-    ids = np.concatenate([np.arange(num_verts), pair_vert[extra]])
-    return ids, out_uv, new_index[corner_pair.reshape(-1)].reshape(-1, 3)
+    return split_at_seams(mesh.num_verts, mesh.faces.cpu().numpy(), mesh.uv.detach().cpu().double().numpy(),
+                          mesh.uv_faces.cpu().numpy())
 
 
 def _textured_primitive(glb: _Glb, mesh: Mesh, material_name: str) -> tuple[dict[str, Any], np.ndarray]:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-ANNY_AXES = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]])
-"""(x, y, z) anny (z up, face towards -y) -> (x, z, -y) world (y up, face towards +z)."""
+from fitter.stages.prior.head import ANNY_TO_WORLD_AXES
+
+ANNY_AXES = ANNY_TO_WORLD_AXES.double().numpy()
 
 
 def anny_to_world(fit: dict) -> np.ndarray:
