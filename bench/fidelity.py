@@ -6,8 +6,13 @@ prints one JSON line per photo, then one with the medians and which targets they
 Per photo: reference-view PSNR/SSIM inside the mask; dlib identity distance of the exported views to the input at
 0°, ±30°, ±60°, ±90° (the worse side of each pair is what the targets judge); `roughness_deg`, the mean angle between
 each vertex normal of the exported head and its neighbourhood's mean normal (4 rounds of 1-ring averaging) over the
-sides and back (|azimuth| > 60° from the face, above the chin) — the fine lumps a shaded view shows; the cranium's
-breadth / length (x over z extent of the exported head above y = 0.2, the eyes being near −0.05); the preview's wall
+sides and back (|azimuth| > 60° from the face, above the chin; `representations.mesh.roughness_deg`) — the fine lumps
+a shaded view shows — and, for reference, the same figure for the fitted parametric head (`roughness_prior_deg`,
+prior/neutral.ply: skin and ears) and for the init the sculpt starts from (`roughness_init_deg`, init/mesh.ply: that
+head with its hair layer), both resampled to the exported head's face count (the figure depends on the resolution); the cranium's
+breadth / length (x over z extent of the exported head above y = 0.2, the eyes being near −0.05; hair included) and,
+for comparison, `skull_ratio`, the same of the production head's skin above the glabella (the skull without the
+hair, head_rigged.glb); the preview's wall
 time. `--sheet PATH` writes a contact sheet: per photo the input and the views at −90°, −60°, 0°, +60°, +90°, 180°.
 
 Targets (issue 19; medians over photos the project does not ship): dlib ≤ 0.40 at 0°, ≤ 0.50 at ±30°, ≤ 0.58 at ±60°;
@@ -28,11 +33,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image, ImageDraw
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from representations.mesh import read_mesh, unique_edges, vertex_normals  # noqa: E402
+from representations.mesh import Mesh, decimate, read_mesh, roughness_deg  # noqa: E402
 
 TARGETS = {"dlib_0": ("<=", 0.40), "dlib_30": ("<=", 0.50), "dlib_60": ("<=", 0.58), "psnr_db": (">=", 26.0),
            "cranium_ratio": ("in", (0.72, 0.90)), "wall_s": ("<=", 180.0)}
@@ -53,26 +59,40 @@ def run_preview(photo: Path, out: Path, overrides: list[str], reuse: bool) -> fl
     return time.perf_counter() - start
 
 
-def roughness_deg(verts: np.ndarray, faces: np.ndarray) -> float:
-    """Mean angle (degrees) between vertex normals and their 4-round 1-ring average, on the sides and back."""
-    import torch
+def reference_roughness(path: Path, faces: int) -> float | None:
+    """`roughness_deg` of a reference surface (prior/neutral.ply, init/mesh.ply) at the exported head's resolution:
+    Loop-subdivided until it has at least `faces` faces, then decimated to `faces` as the export decimates the sculpt
+    (the figure grows with the edge length, so only meshes of one resolution compare). None when the file is absent."""
+    if not path.is_file():
+        return None
+    import trimesh
 
-    v, f = torch.as_tensor(verts, dtype=torch.float32), torch.as_tensor(faces, dtype=torch.long)
-    normals = vertex_normals(v, f)
-    edges = unique_edges(f)
-    both = torch.cat([edges, edges.flip(1)])
-    smooth = normals
-    for _ in range(4):
-        smooth = torch.nn.functional.normalize(smooth.clone().index_add_(0, both[:, 0], smooth[both[:, 1]]), dim=1)
-    angle = torch.rad2deg(torch.arccos((normals * smooth).sum(1).clamp(-1.0, 1.0))).numpy()
-    azimuth = np.degrees(np.arctan2(verts[:, 0], verts[:, 2]))
-    region = (np.abs(azimuth) > 60.0) & (verts[:, 1] > -0.4)
-    return float(angle[region].mean())
+    mesh = read_mesh(path)
+    verts, tris = mesh.verts.double().numpy(), mesh.faces.numpy()
+    while len(tris) < faces:
+        verts, tris = trimesh.remesh.subdivide_loop(verts, tris)
+    resampled = decimate(Mesh(torch.from_numpy(verts).float(), torch.from_numpy(tris).long()), faces)
+    return round(roughness_deg(resampled.verts, resampled.faces), 2)
 
 
 def cranium_ratio(verts: np.ndarray, above: float = 0.2) -> float:
     top = verts[verts[:, 1] > above]
     return float(np.ptp(top[:, 0]) / np.ptp(top[:, 2]))
+
+
+def skull_ratio(out: Path) -> float | None:
+    """Breadth / length of the production head's skin (head_rigged.glb: the skull under the hair, which is its own
+    mesh) above the glabella (MediaPipe point 9 between the brows): the anthropometric cephalic index, ears included."""
+    glb, landmarks = out / "head_rigged.glb", out / "subject" / "landmarks.json"
+    if not glb.is_file() or not landmarks.is_file():
+        return None
+    from tests.helpers import accessor, read_glb
+
+    doc, blob = read_glb(glb)
+    skin = next(mesh for mesh in doc["meshes"] if mesh["name"] == "head")
+    verts = accessor(doc, blob, skin["primitives"][0]["attributes"]["POSITION"])
+    glabella = float(np.asarray(json.loads(landmarks.read_text())["world"])[9, 1])
+    return round(cranium_ratio(verts, glabella), 3)
 
 
 def worst(identity: dict, azimuth: int) -> float | None:
@@ -92,7 +112,9 @@ def photo_figures(photo: Path, out: Path, wall: float | None) -> dict:
         "psnr_db": round(metrics["reference"]["psnr_db"], 2), "ssim": round(metrics["reference"]["ssim"], 4),
         "dlib_0": identity.get("az+000_el+00"), "dlib_30": worst(identity, 30), "dlib_60": worst(identity, 60),
         "dlib_90": worst(identity, 90), "roughness_deg": round(roughness_deg(verts, faces), 2),
-        "cranium_ratio": round(cranium_ratio(verts), 3),
+        "roughness_prior_deg": reference_roughness(out / "prior" / "neutral.ply", mesh.num_faces),
+        "roughness_init_deg": reference_roughness(out / "init" / "mesh.ply", mesh.num_faces),
+        "cranium_ratio": round(cranium_ratio(verts), 3), "skull_ratio": skull_ratio(out),
         "wrap_error_pct": metrics.get("rig", {}).get("wrap_error", {}).get("mean_pct"),
     }
 
@@ -108,10 +130,11 @@ def met(name: str, value: float | None) -> bool | None:
 
 
 def medians(rows: list[dict]) -> dict:
-    keys = ("wall_s", "psnr_db", "ssim", "dlib_0", "dlib_30", "dlib_60", "dlib_90", "roughness_deg", "cranium_ratio")
+    keys = ("wall_s", "psnr_db", "ssim", "dlib_0", "dlib_30", "dlib_60", "dlib_90", "roughness_deg", "roughness_prior_deg",
+            "roughness_init_deg", "cranium_ratio", "skull_ratio")
     summary = {}
     for key in keys:
-        values = [r[key] for r in rows if r[key] is not None]
+        values = [r[key] for r in rows if r.get(key) is not None]
         summary[key] = round(statistics.median(values), 4) if values else None
     summary["targets_met"] = {name: met(name, summary[name]) for name in TARGETS}
     return {"photos": len(rows), "median": summary}

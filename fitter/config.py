@@ -339,6 +339,25 @@ class GeometryConfig:
     sample_points: int = 4096
     """Points per step for the symmetry and prior terms."""
     prior_band: float = 0.1
+    smooth_unseen_scale: float = 0.08
+    """Post-process of the final mesh (fitter/stages/geometry/unseen.py): where the reference photo does not see the
+    surface, the sculpt's offset from the init surface is smoothed with a Gaussian of this sigma (world units, 1 ≈
+    12.6 cm) and the surface is moved onto the init's shape at that offset: lumps, ridges and fins go, the init's
+    ears and the sculpt's hair volume stay. 0 switches it off. geometry.json records the side/back roughness."""
+    smooth_unseen_max_correction: float = 0.1
+    """Where that would move a vertex further than this (world units) the move fades out (from half of it): a large
+    structure the init lacks (hair the photo shows beyond the init's) is not folded onto it."""
+    smooth_unseen_cliff_slope: float = 0.5
+    """Neighbours whose offsets from the init differ by more than this many edge lengths (a wall steeper than ~27° to
+    the init's surface, e.g. the edge of a hair mass over an ear) are barely averaged together, so the wall is not
+    pressed flat into folds; 0: a plain average."""
+    smooth_unseen_relax_iterations: int = 30
+    """Taubin λ|μ iterations after it, with the same weights: even out the triangles and what is left."""
+    smooth_seen_min_cosine: float = 0.2
+    """The photo supports none of a vertex's fine detail where the init surface there faces the reference camera by
+    a cosine below this, or the camera does not see it..."""
+    smooth_seen_full_cosine: float = 0.5
+    """...and all of it above this (a smoothstep between, feathered over 4 rings): there the mesh is left as sculpted."""
 
     def __post_init__(self) -> None:
         require(self.steps >= 0 and self.init_fit_steps >= 0, "steps", "and init_fit_steps must be >= 0")
@@ -363,6 +382,12 @@ class GeometryConfig:
                 "must be (start, end) with start <= end")
         require(self.guidance_every >= 1 and 32 <= self.guidance_size <= 2048, "guidance_every",
                 "must be >= 1 with guidance_size in [32, 2048]")
+        require(self.smooth_unseen_scale >= 0 and self.smooth_unseen_max_correction > 0, "smooth_unseen_scale",
+                "must be >= 0 with smooth_unseen_max_correction positive")
+        require(self.smooth_unseen_relax_iterations >= 0 and self.smooth_unseen_cliff_slope >= 0, "smooth_unseen_relax_iterations",
+                "and smooth_unseen_cliff_slope must be >= 0")
+        require(-1.0 <= self.smooth_seen_min_cosine < self.smooth_seen_full_cosine <= 1.0, "smooth_seen_min_cosine",
+                "must be below smooth_seen_full_cosine, both in [-1, 1]")
 
     @property
     def uses_isd(self) -> bool:
@@ -444,18 +469,28 @@ class TextureConfig:
     """`diffusion` (progressive inpainting + refinement) or `projection` (photo projection + fills)."""
     unwrap: UnwrapOptions = field(default_factory=UnwrapOptions)
     """The xatlas UV unwrap for a `resolution`² texture; the mesh is decimated to `unwrap.max_faces` faces first."""
-    min_cosine: float = 0.2
-    """A texel takes photo colour only where its normal faces the reference camera at least this much."""
-    feather: float = 0.25
-    """Cosine range over which photo colour fades into the fill (hides grazing-angle seams); in (0, 2]."""
+    max_angle_deg: float = 80.0
+    """No photo colour of the face on surfaces that face the reference camera more than this many degrees away:
+    beyond it the projection stretches the photo by more than 1 / cos(angle) (5.8× at 80°; a smeared copy of the
+    face on the sides) and the fills take over."""
+    off_face_max_angle_deg: float = 85.0
+    """The same limit off the face (hair and scalp by the parametric head, and whatever the photo shows outside the
+    face's landmark hull: ears, hair, neck, clothes; blended): stretched hair still reads as hair, and the
+    silhouette faces the camera at grazing angles."""
+    feather_deg: float = 25.0
+    """Photo colour fades out over this many degrees before the limit (face: full weight up to 55° by default)."""
     depth_tolerance: float = 0.01
     """Relative depth difference within which a texel counts as seen (not occluded); in (0, 1]."""
     mirror: bool = True
     """Mirror the seen half of the face onto the hidden half."""
-    hair_from_photo: bool = True
-    """Texture the back of the head with the hair the photo shows at the top and sides (front-back mirror)."""
-    hair_anchor_weight: float = 0.5
-    """How strongly the unseen top/back is pulled towards the colour seen above the forehead; in [0, 10]."""
+    hair_synthesis: bool = True
+    """Synthesise the unseen hair's strands (top, back) from the hair the photo shows (image quilting of its most
+    hair-filled window into a head panorama, fitter/stages/texture/synthesis.py); false: the smooth fill only."""
+    skin_detail: float = 0.5
+    """Strength of the visible skin's fine texture laid on the unseen skin; in [0, 2]."""
+    hair_anchor_weight: float = 0.05
+    """How strongly the smooth fill of unseen surface is pulled towards the subject's skin colour (skin) and the
+    colour seen above the forehead (hair/scalp), per vertex against its neighbours; in [0, 10]."""
     # --- mode `diffusion`: progressive inpainting, then refinement (fitter/stages/texture/diffusion.py) ---
     trajectory_azimuths: list[float] = field(default_factory=lambda: list(INPAINT_TRAJECTORY_AZIMUTHS))
     """Inpainting views in order (degrees); paired with `trajectory_elevations`."""
@@ -478,11 +513,16 @@ class TextureConfig:
     """fp16 | bf16 | fp32 for the texture diffusion models on CUDA (CPU always runs fp32)."""
     prompt_suffix: str = ", detailed skin and hair texture"
     """Appended to `prompt` for texturing."""
+    albedo: bool = True
+    """Estimate SH lighting from the face and write texture/albedo.png / OUT/head_albedo.png (the texture with it divided out)."""
 
     def __post_init__(self) -> None:
         require(64 <= self.resolution <= 8192, "resolution", "must be in [64, 8192]")
-        require(-1.0 <= self.min_cosine < 1.0, "min_cosine", "must be in [-1, 1)")
-        require(0 < self.feather <= 2.0, "feather", "must be in (0, 2]")
+        require(0.0 < self.max_angle_deg < 90.0, "max_angle_deg", "must be in (0, 90)")
+        require(0.0 < self.off_face_max_angle_deg < 90.0, "off_face_max_angle_deg", "must be in (0, 90)")
+        require(0.0 < self.feather_deg <= min(self.max_angle_deg, self.off_face_max_angle_deg), "feather_deg",
+                "must be in (0, max_angle_deg] and at most off_face_max_angle_deg")
+        require(0.0 <= self.skin_detail <= 2.0, "skin_detail", "must be in [0, 2]")
         require(0 < self.depth_tolerance <= 1.0, "depth_tolerance", "must be in (0, 1]")
         require(0 <= self.hair_anchor_weight <= 10.0, "hair_anchor_weight", "must be in [0, 10]")
         require(len(self.trajectory_azimuths) == len(self.trajectory_elevations) >= 1, "trajectory_azimuths",

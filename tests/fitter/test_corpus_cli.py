@@ -103,12 +103,12 @@ def batch_list_with_hidden_name(folder: Path) -> list[str]:
 
 LOW_RES = ("low resolution",)
 CASES = [
-    Case("feather-inf", overrides("fit.texture.feather=inf"), "fit.texture.feather must be a finite number"),
+    Case("feather-inf", overrides("fit.texture.feather_deg=inf"), "fit.texture.feather_deg must be a finite number"),
     Case("hair-anchor-inf", overrides("fit.texture.hair_anchor_weight=inf"), "hair_anchor_weight must be a finite"),
     Case("depth-tolerance-inf", overrides("fit.texture.depth_tolerance=inf"), "depth_tolerance must be a finite"),
     Case("view-radius-inf", overrides("export.view_radius=inf"), "export.view_radius must be a finite"),
     Case("lr-nan", overrides("fit.geometry.lr=nan"), "fit.geometry.lr must be a finite"),
-    Case("feather-too-wide", overrides("fit.texture.feather=5"), "fit.texture.feather must be in (0, 2]"),
+    Case("feather-too-wide", overrides("fit.texture.feather_deg=80"), "fit.texture.feather_deg must be in (0, max_angle_deg]"),
     Case("seed-negative", overrides("run.seed=-1"), "run.seed must be in [0,"),
     Case("seed-float", overrides("run.seed=1e23"), "run.seed"),
     Case("seed-huge", overrides("run.seed=99999999999999999999999"), "run.seed must fit in 64 bits"),

@@ -56,6 +56,14 @@ def test_outputs_exist_and_are_valid(smoke_run):
     assert metrics["reference"]["psnr_db"] > 20.0 and 0.7 < metrics["reference"]["ssim"] <= 1
     texture = np.asarray(Image.open(out / "head.png").convert("RGB"), dtype=np.float32) / 255
     assert 0.2 < texture.mean() < 0.9 and texture.std() > 0.05
+    # The face's SH lighting divided out (fit.texture.albedo): same size, same overall colour, a different image.
+    stats = json.loads((out / "texture" / "texture.json").read_text())
+    assert np.asarray(stats["lighting_sh"]).shape == (3, 9) and stats["lighting_face_samples"] > 1000
+    assert 0 < stats["lighting_fit_rmse"] < 0.1
+    # Every texel of the exported texture was filled; the unseen hair came from the photo's hair, not a flat fill.
+    assert stats["unfilled_texels"] == 0 and stats["hair_synthesised"] and 0.2 < stats["hair_fraction"] < 0.9
+    albedo = np.asarray(Image.open(out / "texture" / "albedo.png").convert("RGB"), dtype=np.float32) / 255
+    assert albedo.shape == texture.shape and abs(albedo.mean() - texture.mean()) < 0.1 and np.abs(albedo - texture).mean() > 0.002
     assert set(metrics["identity"]) == {view_name(a, 0) for a in EXPORT_AZIMUTHS}
     assert "fit:" in (out / "config.yaml").read_text()
     assert (out / "run.log").read_text().count("done in") >= 4

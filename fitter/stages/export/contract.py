@@ -9,7 +9,7 @@ CONTRACT = StageContract(
     name="export",
     run=run,
     reads=("intake", "texture", "rig"),
-    writes=("head.glb", "head_rigged.glb", "head_rigged.fbx", "head.obj", "head.mtl", "head.png", "views/", "turntable.mp4", "metrics.json", "report.html", "report/"),
+    writes=("head.glb", "head_rigged.glb", "head_rigged.fbx", "head.obj", "head.mtl", "head.png", "head_albedo.png", "views/", "turntable.mp4", "metrics.json", "report.html", "report/"),
     sections=fixed_sections("export"),
     summary="GLB/OBJ, views, turntable, metrics and the HTML report",
 )

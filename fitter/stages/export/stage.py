@@ -1,9 +1,11 @@
 """Stage `export`: the deliverables in OUT.
 
 Reads `texture/head.obj`, `rig/` and `subject/`; writes `head.glb`, `head.obj` + `head.mtl` + `head.png`,
+`head_albedo.png` (a copy of `texture/albedo.png`, the texture with the photo's lighting divided out, when there is one),
 `head_rigged.glb` (a copy of the rig stage's, when rig.enabled; `head_rigged.fbx` too with rig.fbx=true),
 `views/az{+000}_el{+00}.png`, `turntable.mp4` and `metrics.json` (per-stage wall time,
-reference-view PSNR/SSIM inside the mask, dlib identity distance of every view to the input), and
+reference-view PSNR/SSIM inside the mask, dlib identity distance of every view to the input, the texture
+stage's estimated lighting), and
 last `report.html` (`fitter/stages/export/report`) unless export.report=false.
 """
 
@@ -29,6 +31,7 @@ from representations.mesh import Mesh, read_mesh, save_glb, save_obj
 
 log = logging.getLogger("headfit")
 RIGGED_GLB, RIGGED_FBX = "head_rigged.glb", "head_rigged.fbx"
+ALBEDO = "head_albedo.png"
 
 
 def run(ctx: RunContext) -> None:
@@ -41,6 +44,8 @@ def run(ctx: RunContext) -> None:
         for name in (RIGGED_GLB, RIGGED_FBX):  # the FBX only with rig.fbx=true
             if (ctx.out / "rig" / name).is_file():
                 atomic.write_bytes(ctx.out / name, (ctx.out / "rig" / name).read_bytes())
+    if (ctx.out / "texture" / "albedo.png").is_file():
+        atomic.write_bytes(ctx.out / ALBEDO, (ctx.out / "texture" / "albedo.png").read_bytes())
     views = write_views(mesh, cfg, ctx.out / "views")
     write_mp4(ctx.out / "turntable.mp4", turntable_frames(mesh, cfg), fps=cfg.turntable_fps)
     metrics = {
@@ -51,6 +56,9 @@ def run(ctx: RunContext) -> None:
     }
     if rig is not None:
         metrics["rig"] = rig
+    lighting = lighting_summary(ctx.out)
+    if lighting is not None:
+        metrics["lighting"] = lighting
     atomic.write_json(ctx.out / "metrics.json", metrics)
     ref = metrics["reference"]
     log.info("export: reference PSNR %.2f dB, SSIM %.3f (in mask)", ref["psnr_db"], ref["ssim"])
@@ -66,6 +74,16 @@ def rig_summary(out: Path) -> dict | None:
         return None
     keys = ("wrap_error", "wrapped_fraction", "vertices", "faces", "bones", "morph_targets", "texture_size", "hair")
     return {key: record[key] for key in keys} | {"wall_s": round(sum(record["seconds"].values()), 3)}
+
+
+def lighting_summary(out: Path) -> dict | None:
+    """metrics.json's `lighting` entry from `texture/texture.json`: the face's SH lighting (3 × 9, RGB rows, albedo
+    included; `fitter/stages/texture/lighting.py`), the fit's RMS residual, its face samples (None: not estimated)."""
+    path = out / "texture" / "texture.json"
+    record = json.loads(path.read_text()) if path.is_file() else {}
+    if record.get("lighting_sh") is None:
+        return None
+    return {"sh": record["lighting_sh"], "fit_rmse": record["lighting_fit_rmse"], "face_samples": record["lighting_face_samples"]}
 
 
 def turntable_frames(mesh: Mesh, cfg: ExportConfig):

@@ -5,7 +5,8 @@ maps to the init's normal views (`fitter/stages/geometry/init_views.py`). Phase 
 with the reference-view losses (mask, landmarks, reference normal/depth when `reference/normal.png` /
 `depth.png` exist), a left-right symmetry prior for the unseen side, a prior towards the init where
 nothing else decides, with init.kind=parametric a pull to the fitted parametric skin where the photo sees
-little (`lambda_prior_surface`, points from `init/prior_surface.npz`), and mesh regularisers. Writes
+little (`lambda_prior_surface`, points from `init/prior_surface.npz`), and mesh regularisers. The final mesh keeps
+fine detail only where the photo sees it (`fitter/stages/geometry/unseen.py`, `smooth_unseen_*`). Writes
 `geometry/mesh.ply`, `geometry/geometry.json` and the checkpoints `geometry/init_views.pt` (phase 1b) and `geometry/sculpt.pt`.
 """
 
@@ -35,6 +36,7 @@ from fitter.stages.geometry.losses import (
     loss_reference_normal,
     loss_symmetry,
 )
+from fitter.stages.geometry.unseen import smooth_unseen
 from fitter.stages.init.parametric import read_prior_surface
 from fitter.stages.init.stage import read_init
 from fitter.stages.reference.view import Reference, load_reference
@@ -189,7 +191,9 @@ def run(ctx: RunContext) -> None:
     state = TrainState({"dmtet": dmtet}, {"adam": optimizer}, rng, get_extra, set_extra)
     sculptor = Sculptor(cfg, dmtet, ref, init_sdf, init_mesh.verts.to(ctx.device), rng, rasterizer, guidance, prior_surface)
     TrainLoop(ctx, "geometry", "sculpt", state, cfg.steps, sculptor, before_step=rebuild).run()
-    mesh = final_mesh(dmtet)
+    grid_step = 2.0 * init_sdf.bound / (init_sdf.resolution - 1)
+    mesh, summary["smooth_unseen"] = smooth_unseen(final_mesh(dmtet), ref.camera, init_sdf, grid_step, cfg, rasterizer, ctx.device,
+                                                   ctx.subject.landmarks_px(cfg.render_size), ref.mask[..., 0].cpu().numpy())
     save_ply(mesh, out / "mesh.ply")
     summary |= {"vertices": mesh.num_verts, "faces": mesh.num_faces,
                 "final_losses": {k: v[-1][1] for k, v in state.history.items() if v}}

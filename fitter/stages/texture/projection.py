@@ -19,14 +19,6 @@ from representations.render.texel import TexelSurface, back_project
 
 MIRROR = (-1.0, 1.0, 1.0)
 """Left-right: across the head's symmetry plane x = 0."""
-FRONT_BACK = (1.0, 1.0, -1.0)
-"""Front-back: across the coronal plane z = 0."""
-
-
-def _ramp(cosine: Tensor, start: float, width: float) -> Tensor:
-    """0 below ``start``, 1 above ``start + width``, smooth in between (feathers grazing views)."""
-    x = ((cosine - start) / max(width, 1e-6)).clamp(0.0, 1.0)
-    return x * x * (3.0 - 2.0 * x)
 
 
 def reflected_surface(surface: TexelSurface, flip: tuple[float, float, float], keep: Tensor | None = None) -> TexelSurface:
@@ -36,28 +28,42 @@ def reflected_surface(surface: TexelSurface, flip: tuple[float, float, float], k
     return TexelSurface(surface.position * scale, surface.normal * scale, valid, surface.vertices, surface.faces)
 
 
-def project_photo(image: Tensor, mask: Tensor, camera: Camera, surface: TexelSurface, *, min_cosine: float, feather: float,
-                  depth_tolerance: float, mirror: bool, hair_mask: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+def photo_weight(cosine: Tensor, max_angle_deg: Tensor | float, feather_deg: float) -> Tensor:
+    """How much of the photo's colour a texel takes from a view it faces with ``cosine`` (T, T): 1 up to
+    ``max_angle_deg - feather_deg`` off the view direction, fading smoothly to exactly 0 at ``max_angle_deg``
+    (a number or per texel (T, T)), 0 beyond (where the projection stretches the photo by more than
+    1 / cos(max_angle))."""
+    limit = torch.as_tensor(max_angle_deg, dtype=cosine.dtype)
+    start = torch.cos(torch.deg2rad(limit))
+    full = torch.cos(torch.deg2rad((limit - feather_deg).clamp_min(0.0)))
+    x = ((cosine - start) / (full - start).clamp_min(1e-6)).clamp(0.0, 1.0)
+    return x * x * (3.0 - 2.0 * x) * (cosine > start)
+
+
+def project_photo(image: Tensor, mask: Tensor, camera: Camera, surface: TexelSurface, *, max_angle_deg: Tensor | float,
+                  feather_deg: float, depth_tolerance: float, mirror: bool,
+                  mirror_weight: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
     """Blend of the photo's projections onto the texels, in order of trust.
 
-    Sources: `direct` (where the photo sees the surface); `mirrored` (the left-right mirror image
-    is seen: the hidden half of the face); `hair` (for texels on the back half, the front-back
-    mirror image is seen on hair pixels of ``hair_mask``: the hair of the top and sides stands in
-    for the back). Each source fills only the confidence the earlier ones left.
-    Returns colour (T, T, 3) and each source's confidence (T, T) in [0, 1].
+    Sources: `direct` (where the photo sees the surface); `mirrored` (the left-right mirror image is
+    seen: the hidden half of the face; times ``mirror_weight`` (T, T) when given). Each weighs its colour by
+    `photo_weight` (no colour at all on
+    surfaces facing the camera by more than ``max_angle_deg`` away, a number or per texel (T, T)) and
+    fills only the confidence the earlier ones left. Returns colour (T, T, 3) and each source's
+    confidence (T, T) in [0, 1].
     """
-    sources = [("direct", surface, mask, depth_tolerance)]
+    sources = [("direct", surface, depth_tolerance)]
     if mirror:
-        sources.append(("mirrored", reflected_surface(surface, MIRROR), mask, 2.0 * depth_tolerance))
-    if hair_mask is not None:
-        back = surface.position[..., 2] < 0
-        sources.append(("hair", reflected_surface(surface, FRONT_BACK, back), hair_mask, 2.0 * depth_tolerance))
+        sources.append(("mirrored", reflected_surface(surface, MIRROR), 2.0 * depth_tolerance))
     colour = torch.zeros(*surface.valid.shape, image.shape[-1], dtype=image.dtype)
     taken = torch.zeros(surface.valid.shape, dtype=image.dtype)
     confidences = {}
-    for name, source, source_mask, tolerance in sources:
-        sampled, cosine = back_project(image, camera, source, source_mask, min_cosine=min_cosine, depth_tolerance=tolerance)
-        confidence = _ramp(cosine, min_cosine, feather) * (cosine > 0) * (1.0 - taken)
+    for name, source, tolerance in sources:
+        sampled, cosine = back_project(image, camera, source, mask, depth_tolerance=tolerance)
+        weight = photo_weight(cosine, max_angle_deg, feather_deg)
+        if name == "mirrored" and mirror_weight is not None:
+            weight = weight * mirror_weight
+        confidence = weight * (1.0 - taken)
         colour = colour + sampled * confidence[..., None]
         taken = taken + confidence
         confidences[name] = confidence
@@ -98,7 +104,8 @@ def vertex_colours_from_texels(mesh: Mesh, texture: Tensor, known: Tensor) -> tu
 def harmonic_fill(mesh: Mesh, colours: np.ndarray, known: np.ndarray, anchor: np.ndarray | None = None,
                   anchor_weight: np.ndarray | None = None) -> np.ndarray:
     """Smoothest vertex colours (V, 3) that keep the known ones: solve the graph Laplace equation on
-    the unknown vertices, optionally pulled softly towards ``anchor`` (3,) with per-vertex weights."""
+    the unknown vertices, optionally pulled softly towards ``anchor`` ((3,) or per vertex (V, 3)) with
+    per-vertex weights (V,)."""
     n = mesh.num_verts
     edges = unique_edges(mesh.faces).cpu().numpy()
     i, j = np.concatenate([edges[:, 0], edges[:, 1]]), np.concatenate([edges[:, 1], edges[:, 0]])
@@ -114,20 +121,26 @@ def harmonic_fill(mesh: Mesh, colours: np.ndarray, known: np.ndarray, anchor: np
     if anchor is not None and anchor_weight is not None:
         w = anchor_weight[unknown]
         lu = lu + sparse.diags(w)
-        rhs = rhs + w[:, None] * np.asarray(anchor)[None]
+        rhs = rhs + w[:, None] * np.broadcast_to(np.asarray(anchor, dtype=float), colours.shape)[unknown]
     lu = lu + sparse.identity(lu.shape[0]) * 1e-8  # keeps isolated unknown islands solvable
     filled = colours.copy()
     filled[unknown] = np.column_stack([spsolve(lu.tocsc(), rhs[:, c]) for c in range(3)])
     return np.clip(filled, 0.0, 1.0)
 
 
-def texels_from_vertices(surface: TexelSurface, mesh: Mesh, vertex_colours: np.ndarray, k: int = 4) -> Tensor:
-    """Texel colours (T, T, 3) interpolated from the nearest vertices (inverse distance)."""
-    tree = cKDTree(mesh.verts.detach().cpu().numpy())
-    points = surface.position.reshape(-1, 3).cpu().numpy()
-    dist, idx = tree.query(points, k=k)
-    weights = 1.0 / np.maximum(dist, 1e-6)
-    weights /= weights.sum(axis=1, keepdims=True)
-    colours = (vertex_colours[idx] * weights[..., None]).sum(axis=1)
-    return torch.from_numpy(colours.reshape(*surface.valid.shape, 3)).to(surface.position)
+class VertexToTexel:
+    """Texel values (T, T, C) interpolated from per-vertex values (V, C): inverse-distance weights of each valid
+    texel's ``k`` nearest vertices, found once; texels outside the charts get 0 (the gutters are dilated later)."""
 
+    def __init__(self, surface: TexelSurface, mesh: Mesh, k: int = 4) -> None:
+        self.valid = surface.valid
+        self.like = surface.position
+        points = surface.position[surface.valid].cpu().numpy()
+        dist, self.index = cKDTree(mesh.verts.detach().cpu().numpy()).query(points, k=k, workers=-1)
+        weights = 1.0 / np.maximum(dist, 1e-6)
+        self.weights = weights / weights.sum(axis=1, keepdims=True)
+
+    def __call__(self, values: np.ndarray) -> Tensor:
+        out = torch.zeros(*self.valid.shape, values.shape[1], dtype=self.like.dtype)
+        out[self.valid] = torch.from_numpy((values[self.index] * self.weights[..., None]).sum(axis=1)).to(out)
+        return out

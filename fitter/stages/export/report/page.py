@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 from typing import Any, Optional
 
-from fitter.stages.export.report.template import NO_VIEWER, PAGE, RIGGED_VIEWER, VIEWER
+from fitter.stages.export.report.template import NO_VIEWER, PAGE, RIGGED_VIEWER, TEXTURES, VIEWER
 from fitter.subject import IMAGE_SMALL
 
 
@@ -44,6 +44,16 @@ def rigged_html(out: Path, viewer_problem: Optional[str]) -> str:
     return RIGGED_VIEWER.substitute(src=glb_data_uri(glb), summary=html.escape(summary))
 
 
+def textures_html(out: Path, metrics: dict) -> str:
+    """Which texture the viewer shows, with the lit and the albedo texture side by side ("" without head_albedo.png)."""
+    if not (out / "head_albedo.png").is_file():
+        return ""
+    rmse = metrics.get("lighting", {}).get("fit_rmse")
+    fit = "" if rmse is None else f" (Second-order spherical-harmonic lighting fitted to the face skin, RMS residual {rmse:.3f}.)"
+    figures = figure("head.png", "head.png (lit, in the viewer)", 256) + figure("head_albedo.png", "head_albedo.png (lighting divided out)", 256)
+    return TEXTURES.substitute(fit=html.escape(fit), figures=figures)
+
+
 def flatten(node: Any, prefix: str = "") -> list[tuple[str, Any]]:
     if isinstance(node, dict):
         return [row for key, value in node.items() for row in flatten(value, f"{prefix}.{key}" if prefix else str(key))]
@@ -70,7 +80,7 @@ def build_page(out: Path, *, eval_views: dict[str, str], export_views: list[str]
     config = (out / "config.yaml").read_text() if (out / "config.yaml").is_file() else "(config.yaml missing)"
     return PAGE.substitute(
         title=html.escape(out.name), written=datetime.datetime.now().isoformat(timespec="seconds"),
-        viewer_script=script, viewer=viewer, rigged=rigged_html(out, viewer_problem), turntable_size=turntable_size,
+        viewer_script=script, viewer=viewer, textures=textures_html(out, metrics), rigged=rigged_html(out, viewer_problem), turntable_size=turntable_size,
         eval_views="".join(eval_figs),
         export_views="".join(figure(src, Path(src).stem, 160) for src in export_views),
         curves="".join(figure(src, Path(src).stem) for src in curves) or "<p>No training histories in this run.</p>",

@@ -32,6 +32,7 @@ $viewer_script
 
 <h2>3D head</h2>
 $viewer
+$textures
 $rigged
 
 <h2>Turntable</h2>
@@ -60,6 +61,10 @@ VIEWER = Template("""<model-viewer id="head" src="$src" alt="the fitted 3D head"
 
 NO_VIEWER = Template("""<p class="notice" id="no-viewer">The interactive 3D viewer is not included: $reason.
 Open <a href="head.glb">head.glb</a> in any glTF viewer.</p>""")
+
+TEXTURES = Template("""<p id="texture-note">The viewer shows the lit texture (the photo's lighting baked in, head.png);
+<a href="head_albedo.png">head_albedo.png</a> has the estimated lighting divided out, for relighting.$fit</p>
+<div class="row">$figures</div>""")
 
 RIGGED_VIEWER = Template("""<h3>Rigged head (<a href="head_rigged.glb">head_rigged.glb</a>)</h3>
 <p>The sculpt wrapped onto the parametric head: a skeleton, the 52 ARKit blendshapes, the neutral expression at rest and

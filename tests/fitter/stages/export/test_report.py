@@ -38,6 +38,24 @@ def test_report_files(run_dir):
     assert curve.size[0] >= 500 and np.asarray(curve.convert("L")).std() > 10
     assert "psnr_db" in page and "lambda_mask" in page  # metrics table and resolved config
     assert "report.html" in (run_dir / "run.log").read_text()
+    # the lit texture in the viewer, the albedo (texture/albedo.png, copied) beside it, its lighting in metrics.json
+    assert (run_dir / "head_albedo.png").read_bytes() == (run_dir / "texture" / "albedo.png").read_bytes()
+    assert "The viewer shows the lit texture (the photo's lighting baked in, head.png);" in page
+    assert 'href="head_albedo.png"' in page and 'src="head_albedo.png"' in page and "for relighting" in page
+    lighting = json.loads((run_dir / "metrics.json").read_text())["lighting"]
+    assert np.asarray(lighting["sh"]).shape == (3, 9) and 0 < lighting["fit_rmse"] < 0.1 and lighting["face_samples"] > 1000
+    assert lighting["sh"][0][0] > 0.5  # the red channel's ambient term of a lit face (colour ≈ 0.28 · L00)
+
+
+def test_report_says_which_texture_the_viewer_shows_only_with_an_albedo(tmp_path):
+    from fitter.stages.export.report.page import textures_html
+
+    assert textures_html(tmp_path, {}) == ""
+    (tmp_path / "head_albedo.png").write_bytes(b"")
+    note = textures_html(tmp_path, {"lighting": {"fit_rmse": 0.0421}})
+    assert "The viewer shows the lit texture (the photo's lighting baked in, head.png);" in note
+    assert "has the estimated lighting divided out, for relighting." in note and "0.042" in note
+    assert note.count("<img") == 2 and 'src="head.png"' in note and 'src="head_albedo.png"' in note
 
 
 def test_report_in_headless_chromium(run_dir, tmp_path):
