@@ -106,6 +106,8 @@ class HeadPriorConfig:
     lambda_shape_prior: float = 0.2
     lambda_expression_sparsity: float = 0.2
     lambda_pose_prior: float = 10.0
+    lambda_cephalic: float = 100.0
+    """Keeps the skull's breadth over its length (above the brows) in the adult band 0.75–0.85 (shape phase)."""
 
     def __post_init__(self) -> None:
         require(1 <= self.steps <= 10_000, "steps", "must be in [1, 10000]")

@@ -164,7 +164,7 @@ def fair_to_reference(verts: torch.Tensor, faces: torch.Tensor, reference: SDF, 
     if fin_rings > 0:  # a morphological opening, then closing, of the offset: fins and pits narrower than 2·fin_rings go
         for first, second in (("amin", "amax"), ("amax", "amin")):
             for reduce in [first] * fin_rings + [second] * fin_rings:
-                opened = _ring_reduce(opened, edges, reduce)
+                opened = ring_reduce(torch.from_numpy(opened), edges, 1, reduce).numpy()
     target = _bilateral_average(opened, edges, offset_rounds, tolerance)
     fade = np.clip(2.0 - 2.0 * np.abs(opened - target) / max_correction, 0.0, 1.0)
     fade = ring_average(torch.from_numpy(fade), cpu_faces, 2, edges).numpy()  # no seam where the fade starts
@@ -197,10 +197,13 @@ def _bilateral_average(values: np.ndarray, edges: torch.Tensor, rounds: int, tol
     return x
 
 
-def _ring_reduce(values: np.ndarray, edges: torch.Tensor, reduce: str) -> np.ndarray:
-    """(V,) the minimum (reduce="amin") or maximum ("amax") of `values` over each vertex and its 1-ring."""
-    x = torch.from_numpy(values)
-    return x.clone().scatter_reduce_(0, edges[:, 0], x[edges[:, 1]], reduce=reduce).numpy()
+def ring_reduce(values: torch.Tensor, edges: torch.Tensor, rounds: int, reduce: str) -> torch.Tensor:
+    """(V,) `values` replaced `rounds` times by their minimum (reduce="amin": erosion) or maximum ("amax":
+    dilation) over each vertex and its 1-ring (edges: `directed_edges`)."""
+    edges = edges.to(values.device)
+    for _ in range(rounds):
+        values = values.clone().scatter_reduce_(0, edges[:, 0], values[edges[:, 1]], reduce=reduce)
+    return values
 
 
 def _edges(faces: torch.Tensor, edges: torch.Tensor | None) -> torch.Tensor:

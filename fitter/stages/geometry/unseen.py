@@ -30,6 +30,7 @@ from representations.mesh.smooth import (
     fair_to_reference,
     mean_edge_length,
     ring_average,
+    ring_reduce,
     roughness_deg,
     rounds_for_sigma,
 )
@@ -97,15 +98,6 @@ def _hull_mask(points: np.ndarray, camera: Camera) -> torch.Tensor:
     image = Image.new("L", (camera.width, camera.height), 0)
     ImageDraw.Draw(image).polygon([tuple(p) for p in hull.tolist()], fill=255)
     return torch.from_numpy(np.asarray(image) > 127)
-
-
-def ring_reduce(values: torch.Tensor, edges: torch.Tensor, rounds: int, reduce: str) -> torch.Tensor:
-    """(V,) `values` replaced `rounds` times by their minimum (reduce="amin": erosion) or maximum ("amax":
-    dilation) over each vertex and its 1-ring (edges: `directed_edges`)."""
-    edges = edges.to(values.device)
-    for _ in range(rounds):
-        values = values.clone().scatter_reduce_(0, edges[:, 0], values[edges[:, 1]], reduce=reduce)
-    return values
 
 
 def keep_outline(verts: torch.Tensor, moved: torch.Tensor, camera: Camera, mask: np.ndarray,

@@ -43,10 +43,12 @@ PHASES = (("pose", ("pose",)), ("expression", ("pose", "expression")), ("shape",
 """(name, the parameter groups that move)."""
 PHASE_SHARES = (0.2, 1 / 3)
 """Shares of `prior.steps` of all phases but the last, which has the rest."""
-TERM_PHASE = {"shape_prior": "shape", "expression_sparsity": "expression"}
+TERM_PHASE = {"shape_prior": "shape", "cephalic": "shape", "expression_sparsity": "expression"}
 """Terms that start with a later phase (the others run throughout)."""
 MAX_DAMPING_TRIES = 6
 MAX_DAMPING = 1e6
+GLABELLA = 9
+"""MediaPipe face-mesh point between the brows."""
 FD_STEP = 1e-3
 """Forward-difference step of the Jacobian (radians, world units, log-scale, parameter units alike)."""
 
@@ -93,6 +95,7 @@ class Problem:
         self.corner_index = inverse.reshape(-1, 3)
         self.barycentrics = landmark_map.barycentrics
         self.num_vertices = head.model.num_vertices
+        self.cranium_ids = cranium_candidates(head, landmark_map)
         self.all_rows = head.rows()
         self.landmark_rows = head.rows(self.corner_ids)
         self.mean_depth = targets.mean_depth
@@ -116,16 +119,19 @@ class Problem:
         return (corners * self.barycentrics[:, :, None]).sum(2)
 
     def rows(self, outside_ids: Tensor) -> Rows:
-        """The rows `terms` computes: the landmarks' triangles' vertices, then those of ``outside_ids``."""
-        return self.head.rows(torch.cat([self.corner_ids, outside_ids])) if len(outside_ids) else self.landmark_rows
+        """The rows `terms` computes: the landmarks' triangles' vertices, the skull's candidates for its greatest
+        breadth and length (`cranium_candidates`), then those of ``outside_ids``."""
+        return self.head.rows(torch.cat([self.corner_ids, self.cranium_ids, outside_ids]))
 
     def terms(self, theta: Tensor, rows: Rows, scale: Tensor, active: set[str]) -> dict[str, Tensor]:
         """The ``active`` terms at ``theta`` (B, n) on ``rows`` (`Problem.rows`): residuals (B, m), the sparsity its
         value (B,)."""
         head, t = self.head, self.targets
         p = head.unpack(theta)
-        vertices = head.world_vertices(p, rows=rows)
+        anny = head.anny_vertices(p, rows=rows)
+        vertices = head.to_world(p, anny)
         px, depth = t.camera.project(self._points(vertices))
+        skull_end = len(self.corner_ids) + len(self.cranium_ids)
         out: dict[str, Tensor] = {}
         if "landmarks" in active:
             out["landmarks"] = losses.loss_landmarks(px[:, :NUM_MESH], t.landmarks[:NUM_MESH])
@@ -135,8 +141,10 @@ class Problem:
         if "iris" in active:
             out["iris"] = losses.loss_iris(px[:, IRIS], t.landmarks[IRIS])
         if "silhouette" in active:
-            outside_px, _ = t.camera.project(vertices[:, len(self.corner_ids):])
+            outside_px, _ = t.camera.project(vertices[:, skull_end:])
             out["silhouette"] = losses.loss_silhouette(sample(t.outside, outside_px), self.num_vertices)
+        if "cephalic" in active:
+            out["cephalic"] = losses.loss_cephalic(anny[:, len(self.corner_ids):skull_end] @ head.axes.T)
         if "shape_prior" in active:
             out["shape_prior"] = losses.loss_shape_prior(p.phenotype, head.phenotype_centre, p.local)
         if "pose_prior" in active:
@@ -151,6 +159,21 @@ class Problem:
         sparsity = terms.get("expression_sparsity")
         linear = self.weights["expression_sparsity"] * sparsity if sparsity is not None else squared[0].new_zeros(len(squared[0]))
         return torch.cat(squared, dim=1), linear
+
+
+def cranium_candidates(head: FitHead, landmark_map: LandmarkMap, share: float = 0.15) -> Tensor:
+    """Ids of the average head's vertices above the glabella (MediaPipe point 9, between the brows) within ``share``
+    of the skull's extent from its left, right, front or back end: where its greatest breadth and length lie."""
+    with torch.no_grad():
+        anny = head.anny_vertices(head.initial_params())
+        glabella = (landmark_map.points(anny, head.model.faces)[0, GLABELLA] @ head.axes.T)[1]
+        points = anny[0] @ head.axes.T
+    skull = points[:, 1] > glabella
+    x, z = points[:, 0], points[:, 2]
+    span_x, span_z = float(x[skull].max() - x[skull].min()), float(z[skull].max() - z[skull].min())
+    extreme = ((x > x[skull].max() - share * span_x) | (x < x[skull].min() + share * span_x)
+               | (z > z[skull].max() - share * span_z) | (z < z[skull].min() + share * span_z))
+    return torch.nonzero(skull & extreme)[:, 0]
 
 
 def weights_of(cfg: HeadPriorConfig) -> dict[str, float]:

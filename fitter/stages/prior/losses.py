@@ -16,6 +16,9 @@ from torch import Tensor
 SILHOUETTE_TOLERANCE_PX = 1.0
 """Distances outside the mask up to this count as inside: the mask's own edge is that uncertain (and a vertex on
 the edge of a head's own mask samples about half a pixel of the distance map)."""
+CEPHALIC_BAND = (0.75, 0.85)
+"""Cephalic index (the skull's greatest breadth over its greatest length, above the brows) of most adults: a photo
+from the front fixes the breadth but says little about the length, which this band keeps plausible."""
 DEPTH_SCALE_RANGE = (0.5, 2.0)
 """MediaPipe's relative depth is trusted up to a scale in this range (the best one is taken at each step)."""
 
@@ -62,6 +65,15 @@ def loss_silhouette(outside_px: Tensor, num_vertices: int) -> Tensor:
     to it, less `SILHOUETTE_TOLERANCE_PX`; value: their squared sum over ``num_vertices`` (all of the head's), so a
     tenth of the head 2 px outside weighs as much as every landmark 0.63 px off."""
     return (outside_px - SILHOUETTE_TOLERANCE_PX).clamp(min=0) / math.sqrt(num_vertices)
+
+
+def loss_cephalic(cranium: Tensor, band: tuple[float, float] = CEPHALIC_BAND) -> Tensor:
+    """Skull points (B, N, 3) in the head's own frame (x across, y up, z forward): their x extent over their z
+    extent, residual (B, 1) its distance to ``band`` (0 inside)."""
+    breadth = cranium[..., 0].amax(1) - cranium[..., 0].amin(1)
+    length = (cranium[..., 2].amax(1) - cranium[..., 2].amin(1)).clamp_min(1e-6)
+    ratio = breadth / length
+    return (torch.relu(ratio - band[1]) + torch.relu(band[0] - ratio))[:, None]
 
 
 def loss_shape_prior(phenotype: Tensor, centre: Tensor, local: Tensor) -> Tensor:

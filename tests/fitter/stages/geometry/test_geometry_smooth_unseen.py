@@ -87,9 +87,10 @@ def test_scale_zero_leaves_the_mesh_as_sculpted():
     assert record["roughness_sides_back_deg"]["after"] == record["roughness_sides_back_deg"]["before"]
 
 
-def test_on_in_both_configs_and_checked():
+def test_on_in_the_preview_off_in_the_hero_and_checked():
+    """The preview (no ISD) smooths what the photo does not see; the hero keeps what ISD sculpts there."""
     assert load_config(PREVIEW).fit.geometry.smooth_unseen_scale > 0
-    assert load_config(PREVIEW.replace("preview.yaml", "portrait3d.yaml")).fit.geometry.smooth_unseen_scale > 0
+    assert load_config(PREVIEW.replace("preview.yaml", "portrait3d.yaml")).fit.geometry.smooth_unseen_scale == 0
     for bad in ("fit.geometry.smooth_seen_min_cosine=0.6", "fit.geometry.smooth_unseen_scale=-1",
                 "fit.geometry.smooth_unseen_max_correction=0", "fit.geometry.smooth_unseen_relax_iterations=-1"):
         with pytest.raises(ConfigError):

@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from fitter.config import HeadPriorConfig
-from fitter.stages.prior.fit import fit_head
-from fitter.stages.prior.head import FitHead, axis_angle_matrix, umeyama
+from fitter.stages.prior import losses
+from fitter.stages.prior.fit import Problem, fit_head, lm_step, start, weights_of
+from fitter.stages.prior.head import GROUPS, FitHead, axis_angle_matrix, umeyama
 from representations.parametric import HeadModel, head_model
 from representations.parametric.landmarks import LandmarkMap, load_landmark_map
 from tests.fitter.stages.prior.planted import FACIAL, make_planted
@@ -74,3 +75,37 @@ def test_planted_parameters_are_recovered(model: HeadModel, landmark_map: Landma
     for name, value in FACIAL.items():
         assert abs(recovered[name] - value) <= 0.15, (name, recovered[name], value)
     assert max(v for n, v in recovered.items() if n not in FACIAL) <= 0.08, recovered
+
+
+def test_cephalic_term_is_the_distance_to_the_adult_band():
+    def box(breadth: float, length: float) -> torch.Tensor:
+        return torch.tensor([[[-breadth / 2, 0.0, -length / 2], [breadth / 2, 1.0, length / 2]]])
+
+    assert float(losses.loss_cephalic(box(0.8, 1.0))) == 0.0
+    assert float(losses.loss_cephalic(box(0.95, 1.0))) == pytest.approx(0.10, abs=1e-6)
+    assert float(losses.loss_cephalic(box(0.65, 1.0))) == pytest.approx(0.10, abs=1e-6)
+
+
+def skull_ratio(head: FitHead, params, ids: torch.Tensor) -> float:
+    points = head.anny_vertices(params)[0, ids] @ head.axes.T
+    return float(np.ptp(points[:, 0].numpy()) / np.ptp(points[:, 2].numpy()))
+
+
+def test_the_cephalic_term_lengthens_a_round_skull(model: HeadModel, landmark_map: LandmarkMap):
+    """Levenberg-Marquardt steps on the shape with the cephalic term alone take a skull planted
+    round (wide, short at the back) into the adult band."""
+    planted = make_planted(model, landmark_map)
+    head = FitHead(model)
+    params = start(head, landmark_map, planted.targets)
+    for name, value in (("head-scale-horiz-incr", 1.0), ("head-back-scale-depth-incr", -1.0)):
+        params.local[0, head.free_names.index(name)] = value
+    theta = head.pack(params)[0]
+    problem = Problem(head, landmark_map, planted.targets, weights_of(HeadPriorConfig()))
+    ids = problem.cranium_ids
+    assert skull_ratio(head, head.unpack(theta[None]), ids) > 0.87
+    offsets = head.offsets()
+    index = torch.cat([torch.arange(*offsets[name]) for name in GROUPS["shape"]])
+    damping = 1e-3
+    for _ in range(10):
+        theta, damping, _ = lm_step(problem, theta, index, {"cephalic"}, damping)
+    assert skull_ratio(head, head.unpack(theta[None]), ids) <= 0.851
