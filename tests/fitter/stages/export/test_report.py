@@ -102,6 +102,7 @@ def test_rigged_viewer_plays_expressions(run_dir, tmp_path):
         problems: list[str] = []
         page.on("pageerror", lambda e: problems.append(str(e)))
         page.goto((run_dir / "report.html").as_uri())
+        page.locator("#rigged").scroll_into_view_if_needed()  # model-viewer shows a model only once it is on screen
         page.wait_for_function("(() => { const v = document.getElementById('rigged');"
                                " return v?.loaded === true && v.modelIsVisible === true; })()", timeout=60_000)
         animations = page.evaluate("document.getElementById('rigged').availableAnimations")
