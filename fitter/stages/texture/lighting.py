@@ -141,16 +141,24 @@ def estimate_lighting(normals: Tensor, colours: Tensor, weights: Tensor | None =
     return fit_lighting(normals, colours, weights).sh
 
 
-def relative_shading(normals: Tensor, lighting: Tensor, reference: Tensor, floor: float = 0.2) -> Tensor:
-    """Shading (..., 3) of unit normals (..., 3) divided per channel by its mean over the reference normals (M, 3)
-    (the face), clamped to the face's own range (its 1st to 99th percentile, at least ``floor``): the light is never
-    extrapolated beyond what the face showed."""
-    face = shading(reference, lighting)
-    mean = face.mean(dim=0).clamp_min(1e-6)
+def luminance(rgb: Tensor) -> Tensor:
+    """(...,) Rec. 601 luma of (..., 3)."""
+    return rgb @ rgb.new_tensor([0.299, 0.587, 0.114])
+
+
+def relative_shading(normals: Tensor, lighting: Tensor, reference: Tensor, floor: float = 0.5, ceiling: float = 1.6) -> Tensor:
+    """Shading (..., 3) of unit normals (..., 3): the luminance of the SH shading, divided by its mean over the
+    reference normals (M, 3) (the face) and the same for all three channels (a per-channel divisor turns small
+    errors of the fit into colour casts: blue cheeks), clamped to the face's own range (its 1st to 99th percentile)
+    and to [``floor``, ``ceiling``]: the light is never extrapolated beyond what the face showed, and no texel is
+    brightened more than 1 / floor or darkened more than 1 / ceiling."""
+    face = luminance(shading(reference, lighting))
+    mean = face.mean().clamp_min(1e-6)
     face = face / mean
-    low = torch.quantile(face, 0.01, dim=0).clamp_min(floor)
-    high = torch.maximum(torch.quantile(face, 0.99, dim=0), low)
-    return torch.minimum(torch.maximum(shading(normals, lighting) / mean, low), high)
+    low = float(torch.quantile(face, 0.01).clamp(floor, ceiling))
+    high = float(torch.quantile(face, 0.99).clamp(low, ceiling))
+    ratio = (luminance(shading(normals, lighting)) / mean).clamp(low, high)
+    return ratio[..., None].expand(*ratio.shape, 3)
 
 
 def reference_trust(normals: Tensor, reference: Tensor, full_deg: float = TRUST_FULL_DEG, zero_deg: float = TRUST_ZERO_DEG) -> Tensor:
@@ -164,7 +172,7 @@ def reference_trust(normals: Tensor, reference: Tensor, full_deg: float = TRUST_
 
 
 def albedo_texture(texture: Tensor, normals: Tensor, valid: Tensor, lighting: Tensor, reference: Tensor | None = None,
-                   floor: float = 0.2) -> Tensor:
+                   floor: float = 0.5) -> Tensor:
     """The texture (T, T, 3) with the lighting (3, 9) divided out: texture / `relative_shading` at the texel normals
     (T, T, 3), clipped to [0, 1]. ``reference`` (M, 3): the face's normals, which define shading 1; away from them
     (`reference_trust`) the divisor fades to 1: colour there came from elsewhere (fills, synthesised hair) or saw a

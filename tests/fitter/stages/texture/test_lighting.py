@@ -98,6 +98,19 @@ def test_albedo_texture_of_a_lit_sphere_is_nearly_constant():
     assert torch.equal(albedo[:, 0], albedo[:, 3])  # the gutter took its neighbour's albedo
 
 
+def test_albedo_divides_every_channel_alike_and_within_bounds():
+    """One divisor for the three channels (the luminance of the shading): the albedo keeps each texel's hue, so an
+    imperfect fit cannot paint colour casts; and no texel is brightened more than 2x or darkened more than 1.6x."""
+    normals = lat_long_normals(64)
+    valid = torch.ones(64, 64, dtype=torch.bool)
+    texture = torch.rand(64, 64, 3, generator=torch.Generator().manual_seed(0)) * 0.4 + 0.1
+    coloured = TRUE_SH * torch.tensor([[1.3], [1.0], [0.6]], dtype=TRUE_SH.dtype)  # a warm light
+    albedo = albedo_texture(texture, normals, valid, coloured)
+    ratio = albedo / texture
+    assert torch.allclose(ratio[..., 0], ratio[..., 1], atol=1e-5) and torch.allclose(ratio[..., 1], ratio[..., 2], atol=1e-5)
+    assert float(ratio.max()) <= 2.0 + 1e-5 and float(ratio.min()) >= 1 / 1.6 - 1e-5
+
+
 def test_albedo_texture_keeps_texels_without_a_normal():
     lit = torch.full((8, 8, 3), 0.5)
     normals = torch.zeros(8, 8, 3)
