@@ -14,24 +14,37 @@ import torch
 import trimesh
 
 from .core import Mesh
+from .geometry import vertex_normals
 from .texture import texture_from_image, texture_to_image
 
 PBR_ROUGHNESS = 0.8
 PBR_METALLIC = 0.0
 
 
-def mesh_to_trimesh(mesh: Mesh) -> trimesh.Trimesh:
+def mesh_to_trimesh(mesh: Mesh, normals: bool = False) -> trimesh.Trimesh:
+    """The trimesh of ``mesh`` (split at UV seams when textured); with ``normals`` it carries area-weighted vertex
+    normals of the unsplit surface (seam copies share them, so no seam shows in shading), which glTF writers then
+    export: without NORMAL a glTF viewer must shade every triangle flat."""
     verts = mesh.verts.detach().cpu().double().numpy()
     faces = mesh.faces.cpu().numpy()
+    smooth = _unit_normals(mesh) if normals else None
     if mesh.uv is None:
         colors = None if mesh.vertex_colors is None else _colors_to_uint8(mesh.vertex_colors)
-        return trimesh.Trimesh(verts, faces, vertex_colors=colors, process=False)
+        return trimesh.Trimesh(verts, faces, vertex_colors=colors, vertex_normals=smooth, process=False)
     uv = mesh.uv.detach().cpu().double().numpy()
     assert mesh.uv_faces is not None  # Mesh checks that uv and uv_faces come together
     ids, split_uv, split_faces = split_at_seams(len(verts), faces, uv, mesh.uv_faces.cpu().numpy())
     split_verts = verts[ids]
     visual = trimesh.visual.TextureVisuals(uv=split_uv, material=_pbr_material(mesh.texture))
-    return trimesh.Trimesh(split_verts, split_faces, visual=visual, process=False)
+    return trimesh.Trimesh(split_verts, split_faces, visual=visual, vertex_normals=None if smooth is None else smooth[ids],
+                           process=False)
+
+
+def _unit_normals(mesh: Mesh) -> np.ndarray:
+    """(V, 3) area-weighted vertex normals, +y where a vertex has no area around it (glTF wants unit length)."""
+    n = vertex_normals(mesh.verts.detach().cpu().double(), mesh.faces.cpu()).numpy()
+    n[np.linalg.norm(n, axis=1) < 0.5] = (0.0, 1.0, 0.0)
+    return n
 
 
 def mesh_from_trimesh(tm: trimesh.Trimesh | trimesh.Scene, device: torch.device | str = "cpu") -> Mesh:

@@ -32,8 +32,8 @@ def save_mesh(mesh: Mesh, path: str | Path) -> None:
 
 
 def save_glb(mesh: Mesh, path: str | Path) -> None:
-    """Binary glTF; the texture (if any) is embedded as PNG in a PBR material."""
-    data = trimesh.Scene(mesh_to_trimesh(mesh)).export(file_type="glb")
+    """Binary glTF with smooth vertex normals (NORMAL); the texture (if any) is embedded as PNG in a PBR material."""
+    data = trimesh.Scene(mesh_to_trimesh(mesh, normals=True)).export(file_type="glb")
     write_with(path, lambda tmp: tmp.write_bytes(data))
 
 

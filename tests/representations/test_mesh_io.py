@@ -176,3 +176,20 @@ def test_unreadable_files_give_clear_errors(tmp_path):
         read_mesh(tmp_path / "broken.ply")
     with pytest.raises(MeshFormatError):
         save_mesh(icosphere(0), tmp_path / "out.stl")
+
+
+def test_glb_carries_smooth_unit_normals_shared_across_uv_seams(tmp_path, textured_sphere):
+    """Without NORMAL a glTF viewer shades every triangle flat; the normals are the unsplit surface's, so the copies
+    of a vertex on both sides of a UV seam shade alike (no seam line)."""
+    from tests.helpers import accessor, read_glb
+
+    save_glb(textured_sphere, tmp_path / "head.glb")
+    doc, blob = read_glb(tmp_path / "head.glb")
+    attributes = doc["meshes"][0]["primitives"][0]["attributes"]
+    normals, positions = accessor(doc, blob, attributes["NORMAL"]), accessor(doc, blob, attributes["POSITION"])
+    assert np.allclose(np.linalg.norm(normals, axis=1), 1.0, atol=1e-5)
+    radial = positions / np.linalg.norm(positions, axis=1, keepdims=True)
+    assert float((normals * radial).sum(1).min()) > 0.98  # a sphere's smooth normals point outwards
+    _, first, inverse = np.unique(positions.round(6), axis=0, return_index=True, return_inverse=True)
+    assert len(first) < len(positions)  # the sphere has seam copies
+    assert np.allclose(normals, normals[first][inverse.ravel()], atol=1e-6)
