@@ -19,9 +19,9 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageDraw
 
 from fitter.config import GeometryConfig
+from fitter.stages.intake.masking import convex_hull_mask
 from representations.cameras import Camera
 from representations.mesh import Mesh
 from representations.mesh.smooth import (
@@ -82,22 +82,12 @@ def photo_support(verts: torch.Tensor, faces: torch.Tensor, camera: Camera, norm
         t = ((cosine - min_cosine) / (full_cosine - min_cosine)).clamp(0.0, 1.0)
         facing = ring_reduce(t * t * (3.0 - 2.0 * t), edges, erode_rounds, "amin")
         if face_pixels is not None and len(face_pixels) >= 3:
-            in_face = inside & _hull_mask(face_pixels, camera).to(verts.device)[row.clamp(0, camera.height - 1), col.clamp(0, camera.width - 1)]
+            in_face = inside & torch.from_numpy(convex_hull_mask(face_pixels, (camera.height, camera.width)) > 0).to(verts.device)[row.clamp(0, camera.height - 1), col.clamp(0, camera.width - 1)]
             facing = torch.maximum(facing, in_face.to(facing.dtype))
         # Close the pits of the visibility (a vertex at the bottom of a dimple hides behind its rim) before it counts.
         seen_closed = ring_reduce(ring_reduce(visible.to(verts.dtype), edges, CLOSE_ROUNDS, "amax"), edges, CLOSE_ROUNDS, "amin")
     weight = ring_average(facing * seen_closed, faces, feather_rounds, edges).clamp(0.0, 1.0)
     return torch.where(weight > 1.0 - FULL_SUPPORT_SLACK, torch.ones_like(weight), weight)  # the seen face: exactly as sculpted
-
-
-def _hull_mask(points: np.ndarray, camera: Camera) -> torch.Tensor:
-    """(H, W) bool: the pixels inside the convex hull of `points` (N, 2) (x, y)."""
-    from scipy.spatial import ConvexHull
-
-    hull = points[ConvexHull(points).vertices]
-    image = Image.new("L", (camera.width, camera.height), 0)
-    ImageDraw.Draw(image).polygon([tuple(p) for p in hull.tolist()], fill=255)
-    return torch.from_numpy(np.asarray(image) > 127)
 
 
 def keep_outline(verts: torch.Tensor, moved: torch.Tensor, camera: Camera, mask: np.ndarray,

@@ -40,11 +40,16 @@ def selfie_probability(rgb: np.ndarray) -> np.ndarray:
     return np.asarray(result.segmentation_mask, dtype=np.float32)
 
 
-def _face_hull(points: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    hull = cv2.convexHull(np.round(points[: mpi.NUM_MESH, :2] - 0.5).astype(np.int32))
+def convex_hull_mask(points: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """(H, W) uint8, 1 inside the convex hull of pixel points (N, 2) (x, y; pixel centres at +0.5)."""
+    hull = cv2.convexHull(np.round(np.asarray(points, dtype=np.float64)[:, :2] - 0.5).astype(np.int32))
     out = np.zeros(shape, np.uint8)
     cv2.fillConvexPoly(out, hull, 1)
-    return out.astype(bool)
+    return out
+
+
+def _face_hull(points: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    return convex_hull_mask(points[: mpi.NUM_MESH], shape).astype(bool)
 
 
 def _largest_component(mask: np.ndarray) -> np.ndarray:

@@ -14,6 +14,7 @@ import torch
 from fitter.config import TextureConfig
 from fitter.stages.init.multiview.texture import colours_near
 from fitter.stages.init.template_head import FOREHEAD
+from fitter.stages.intake.masking import convex_hull_mask
 from fitter.stages.texture.projection import (
     VertexToTexel,
     harmonic_fill,
@@ -168,9 +169,7 @@ def camera_depth(subject: SubjectPhoto) -> float:
 def face_region(subject: SubjectPhoto) -> np.ndarray:
     """(S, S) uint8: the face in the photo, the convex hull of its landmarks grown by 5 % of S."""
     size = subject.mask.shape[0]
-    hull = cv2.convexHull(subject.landmarks_px.astype(np.float32)).astype(np.int32)
-    face = np.zeros((size, size), np.uint8)
-    cv2.fillConvexPoly(face, hull, 1)
+    face = convex_hull_mask(subject.landmarks_px, (size, size))
     grow = max(1, int(0.05 * size))
     return cv2.dilate(face, np.ones((grow, grow), np.uint8))
 

@@ -25,6 +25,7 @@ import torch
 from scipy.spatial import cKDTree
 from torch import Tensor
 
+from fitter.stages.intake.masking import convex_hull_mask
 from fitter.stages.intake.meshpoints import LEFT_EYE_CONTOUR, NUM_MESH, RIGHT_EYE_CONTOUR
 from fitter.stages.texture.layers import SubjectPhoto
 from fitter.stages.texture.projection import smoothed_normals
@@ -197,16 +198,10 @@ def face_skin_mask(mask: Tensor, landmarks_px: np.ndarray) -> np.ndarray:
     side = mask.shape[0]
     points = landmarks_px[:NUM_MESH].astype(np.float32)
     face_size = float(np.ptp(points, axis=0).max())
-    face = cv2.erode(_hull_mask(points, side), _disc(0.03 * face_size))
-    parts = np.max([_hull_mask(points[list(group)], side) for group in NOT_SKIN], axis=0)
+    face = cv2.erode(convex_hull_mask(points, (side, side)), _disc(0.03 * face_size))
+    parts = np.max([convex_hull_mask(points[list(group)], (side, side)) for group in NOT_SKIN], axis=0)
     parts = cv2.dilate(parts, _disc(0.02 * face_size))
     return (mask.cpu().numpy() > 0.5) & (face > 0) & (parts == 0)
-
-
-def _hull_mask(points: np.ndarray, side: int) -> np.ndarray:
-    out = np.zeros((side, side), np.uint8)
-    cv2.fillConvexPoly(out, cv2.convexHull(points).astype(np.int32), (1,))
-    return out
 
 
 def _disc(radius: float) -> np.ndarray:
