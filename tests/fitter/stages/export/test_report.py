@@ -110,7 +110,6 @@ def test_rigged_viewer_plays_expressions(run_dir, tmp_path):
         for name, script in (("neutral", "showPose('neutral')"), ("jaw", "showPose('expression_demo');"
                              "document.getElementById('rigged').currentTime = 0.45 * document.getElementById('rigged').duration")):
             page.evaluate(script)
-            page.wait_for_timeout(750)  # a loaded machine (CI) can take several frames to apply the pose
             page.evaluate("new Promise(done => requestAnimationFrame(() => requestAnimationFrame(done)))")
             shots[name] = tmp_path / f"{name}.png"
             page.locator("#rigged").screenshot(path=str(shots[name]))
