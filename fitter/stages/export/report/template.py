@@ -78,9 +78,13 @@ the texture in the shared UV layout; the hair is its own mesh. $summary</p>
 <button id="play-clip" onclick="playClip()">Play expression clip</button>
 </div>
 <script>
-function showPose(name) {
+function showPose(name, share = null) {
+  // model-viewer switches animations on a later frame and restarts the new one at 0: seek after the switch.
   const v = document.getElementById('rigged');
-  v.pause(); v.animationName = name; v.currentTime = 0.5;
+  v.pause(); v.animationName = name;
+  return new Promise(done => requestAnimationFrame(() => requestAnimationFrame(() => {
+    v.currentTime = share === null ? 0.5 : share * v.duration; done();
+  })));
 }
 function playClip() {
   const v = document.getElementById('rigged');

@@ -107,8 +107,7 @@ def test_rigged_viewer_plays_expressions(run_dir, tmp_path):
                                " return v?.loaded === true && v.modelIsVisible === true; })()", timeout=60_000)
         animations = page.evaluate("document.getElementById('rigged').availableAnimations")
         shots = {}
-        for name, script in (("neutral", "showPose('neutral')"), ("jaw", "showPose('expression_demo');"
-                             "document.getElementById('rigged').currentTime = 0.45 * document.getElementById('rigged').duration")):
+        for name, script in (("neutral", "showPose('neutral')"), ("jaw", "showPose('expression_demo', 0.45)")):
             page.evaluate(script)
             page.evaluate("new Promise(done => requestAnimationFrame(() => requestAnimationFrame(done)))")
             shots[name] = tmp_path / f"{name}.png"
