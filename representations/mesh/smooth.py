@@ -131,7 +131,7 @@ def taubin_smooth(verts: torch.Tensor, faces: torch.Tensor, step_weight: torch.T
 def fair_to_reference(verts: torch.Tensor, faces: torch.Tensor, reference: SDF, weight: torch.Tensor | float, *,
                       offset_rounds: int, max_correction: float, cliff_slope: float = 0.5, relax_iterations: int = 30,
                       fin_rings: int = 1, gradient_step: float = 0.01, projection_steps: int = 3,
-                      edges: torch.Tensor | None = None) -> torch.Tensor:
+                      keep_offset: float = 1.0, edges: torch.Tensor | None = None) -> torch.Tensor:
     """(V, 3) vertices whose fine detail is replaced, where `weight` ((V,) in [0, 1], or a scalar) says so, by the
     shape of the `reference` surface at the surface's own smoothed offset from it.
 
@@ -145,7 +145,10 @@ def fair_to_reference(verts: torch.Tensor, faces: torch.Tensor, reference: SDF, 
        w·(d − d̄)): a lump, ridge or fin sinks to its neighbours' offset, while the reference's own shape (ears) and
        a broad offset (hair volume) stay. Where the opened offset still differs from d̄ by more than half of
        `max_correction` the move fades out, to none at `max_correction`: a broad structure the reference lacks is
-       not folded onto it.
+       not folded onto it. `keep_offset` < 1 scales an inward d̄ (< 0) by 1 − (1 − keep_offset)·w: where the weight is
+       full only that fraction of the sinking stays (0: back onto the reference). Nothing in a photo asks an unseen
+       surface to sink below the init, its regularisers do (a Laplacian shrinks what nothing holds); outward
+       offsets (hair beyond the reference) keep their place.
     3. `relax_iterations` of `taubin_smooth` with the same weight even out the triangles and what is left (it
        shrinks a sphere of 40 edges' circumference by about 1%).
 
@@ -169,6 +172,7 @@ def fair_to_reference(verts: torch.Tensor, faces: torch.Tensor, reference: SDF, 
     fade = np.clip(2.0 - 2.0 * np.abs(opened - target) / max_correction, 0.0, 1.0)
     fade = ring_average(torch.from_numpy(fade), cpu_faces, 2, edges).numpy()  # no seam where the fade starts
     step = (w * fade)[:, None]
+    target = np.where(target < 0, target * (1.0 - (1.0 - keep_offset) * w), target)
     points = _project(reference, points, target, step, gradient_step, projection_steps)
     moved = torch.from_numpy(points).to(verts.device, verts.dtype)
     return taubin_smooth(moved, faces, torch.from_numpy(w).to(verts.device), relax_iterations, edges=edges)

@@ -126,3 +126,17 @@ def test_a_broad_raised_cap_keeps_its_height():
     near_the_wall = (verts[:, 1] > 0.6) & (verts[:, 1] < 0.7)  # the plateau's rim: a plain average would slope it
     assert float(smoothed[near_the_wall].norm(dim=1).mean()) > 1.115
     assert float(smooth_fully(raised, faces, max_correction=0.3, cliff_slope=0.0)[near_the_wall].norm(dim=1).mean()) < 1.11
+
+
+def test_keep_offset_lifts_a_sunken_back_onto_the_reference_and_leaves_outward_offsets():
+    """A back sunk 0.06 below the reference (what the preview's Laplacian does to the unseen back) goes back onto
+    it with keep_offset=0, partly with 0.5, not at all with 1; a front raised by 0.06 (hair) keeps its height."""
+    verts, faces = sphere()
+    back, front = verts[:, 2] < -0.2, verts[:, 2] > 0.2
+    shaped = verts * (1.0 - 0.06 * back.float() + 0.06 * front.float())[:, None]
+    deep_back, deep_front = verts[:, 2] < -0.6, verts[:, 2] > 0.6
+    for keep, expected in ((1.0, 0.94), (0.5, 0.97), (0.0, 1.0)):
+        smoothed = smooth_fully(shaped, faces, keep_offset=keep)
+        assert abs(float(smoothed[deep_back].norm(dim=1).mean()) - expected) < 0.006, keep
+        assert abs(float(smoothed[deep_front].norm(dim=1).mean()) - 1.06) < 0.006, keep
+    assert torch.equal(smooth_fully(shaped, faces, 0.0, keep_offset=0.0), shaped)  # weight 0 still pins

@@ -144,7 +144,8 @@ def smooth_unseen(mesh: Mesh, camera: Camera, reference: SDF, grid_step: float, 
     rounds = rounds_for_sigma(cfg.smooth_unseen_scale, edge)
     smoothed = fair_to_reference(verts, faces, reference, 1.0 - support, offset_rounds=rounds,
                                  max_correction=cfg.smooth_unseen_max_correction, cliff_slope=cfg.smooth_unseen_cliff_slope,
-                                 relax_iterations=cfg.smooth_unseen_relax_iterations, gradient_step=grid_step, edges=edges)
+                                 relax_iterations=cfg.smooth_unseen_relax_iterations, gradient_step=grid_step,
+                                 keep_offset=cfg.smooth_unseen_keep_offset, edges=edges)
     if mask is not None:
         smoothed = keep_outline(verts, smoothed, camera, mask)
     moved = (smoothed - verts).norm(dim=1)

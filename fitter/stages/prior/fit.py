@@ -88,8 +88,9 @@ def phase_lengths(steps: int) -> list[int]:
 class Problem:
     """The terms of one photo as functions of a batch of packed parameter vectors (`FitHead.pack`)."""
 
-    def __init__(self, head: FitHead, landmark_map: LandmarkMap, targets: Targets, weights: dict[str, float]):
-        self.head, self.targets, self.weights = head, targets, weights
+    def __init__(self, head: FitHead, landmark_map: LandmarkMap, targets: Targets, weights: dict[str, float],
+                 cephalic_band: tuple[float, float] = losses.CEPHALIC_BAND):
+        self.head, self.targets, self.weights, self.cephalic_band = head, targets, weights, cephalic_band
         corners = head.model.faces.long()[landmark_map.faces]  # (478, 3)
         self.corner_ids, inverse = torch.unique(corners.reshape(-1), return_inverse=True)
         self.corner_index = inverse.reshape(-1, 3)
@@ -144,7 +145,7 @@ class Problem:
             outside_px, _ = t.camera.project(vertices[:, skull_end:])
             out["silhouette"] = losses.loss_silhouette(sample(t.outside, outside_px), self.num_vertices)
         if "cephalic" in active:
-            out["cephalic"] = losses.loss_cephalic(anny[:, len(self.corner_ids):skull_end] @ head.axes.T)
+            out["cephalic"] = losses.loss_cephalic(anny[:, len(self.corner_ids):skull_end] @ head.axes.T, self.cephalic_band)
         if "shape_prior" in active:
             out["shape_prior"] = losses.loss_shape_prior(p.phenotype, head.phenotype_centre, p.local)
         if "pose_prior" in active:
@@ -186,7 +187,7 @@ def fit_head(model: HeadModel, landmark_map: LandmarkMap, targets: Targets, cfg:
     (Ctrl-C, SIGTERM) ends it at once (`fitter.context.StopFlag`) and the stage reruns from the start."""
     head = FitHead(model, cfg.tie_symmetric)
     theta = head.pack(start(head, landmark_map, targets))[0]
-    problem = Problem(head, landmark_map, targets, weights_of(cfg))
+    problem = Problem(head, landmark_map, targets, weights_of(cfg), tuple(cfg.cephalic_band))
     offsets = head.offsets()
     history: list[float] = []
     done: set[str] = set()

@@ -92,7 +92,8 @@ def test_on_in_the_preview_off_in_the_hero_and_checked():
     assert load_config(PREVIEW).fit.geometry.smooth_unseen_scale > 0
     assert load_config(PREVIEW.replace("preview.yaml", "portrait3d.yaml")).fit.geometry.smooth_unseen_scale == 0
     for bad in ("fit.geometry.smooth_seen_min_cosine=0.6", "fit.geometry.smooth_unseen_scale=-1",
-                "fit.geometry.smooth_unseen_max_correction=0", "fit.geometry.smooth_unseen_relax_iterations=-1"):
+                "fit.geometry.smooth_unseen_max_correction=0", "fit.geometry.smooth_unseen_relax_iterations=-1",
+                "fit.geometry.smooth_unseen_keep_offset=1.5"):
         with pytest.raises(ConfigError):
             load_config(PREVIEW, [bad])
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from common.errors import SettingError
 from fitter.config import HeadPriorConfig
 from fitter.stages.prior import losses
 from fitter.stages.prior.fit import Problem, fit_head, lm_step, start, weights_of
@@ -93,19 +94,27 @@ def skull_ratio(head: FitHead, params, ids: torch.Tensor) -> float:
 
 def test_the_cephalic_term_lengthens_a_round_skull(model: HeadModel, landmark_map: LandmarkMap):
     """Levenberg-Marquardt steps on the shape with the cephalic term alone take a skull planted
-    round (wide, short at the back) into the adult band."""
+    round (wide, short at the back) into the configured band (`prior.cephalic_band`), the default's and a wider one's."""
     planted = make_planted(model, landmark_map)
     head = FitHead(model)
     params = start(head, landmark_map, planted.targets)
     for name, value in (("head-scale-horiz-incr", 1.0), ("head-back-scale-depth-incr", -1.0)):
         params.local[0, head.free_names.index(name)] = value
-    theta = head.pack(params)[0]
-    problem = Problem(head, landmark_map, planted.targets, weights_of(HeadPriorConfig()))
-    ids = problem.cranium_ids
-    assert skull_ratio(head, head.unpack(theta[None]), ids) > 0.87
+    planted_theta = head.pack(params)[0]
     offsets = head.offsets()
     index = torch.cat([torch.arange(*offsets[name]) for name in GROUPS["shape"]])
-    damping = 1e-3
-    for _ in range(10):
-        theta, damping, _ = lm_step(problem, theta, index, {"cephalic"}, damping)
-    assert skull_ratio(head, head.unpack(theta[None]), ids) <= 0.851
+    for band in (HeadPriorConfig().cephalic_band, [0.75, 0.85]):
+        problem = Problem(head, landmark_map, planted.targets, weights_of(HeadPriorConfig()), tuple(band))
+        ids = problem.cranium_ids
+        theta, damping = planted_theta, 1e-3
+        assert skull_ratio(head, head.unpack(theta[None]), ids) > 0.87
+        for _ in range(10):
+            theta, damping, _ = lm_step(problem, theta, index, {"cephalic"}, damping)
+        assert band[1] - 0.01 <= skull_ratio(head, head.unpack(theta[None]), ids) <= band[1] + 0.001, band
+
+
+def test_the_cephalic_band_is_checked():
+    assert HeadPriorConfig().cephalic_band[1] < 0.85  # nearer the adult mean than the band's rounder edge
+    for bad in ([0.9, 0.8], [0.0, 0.8], [0.8]):
+        with pytest.raises(SettingError):
+            HeadPriorConfig(cephalic_band=bad)
