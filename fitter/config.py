@@ -365,6 +365,12 @@ class GeometryConfig:
     photo asks for; 0 puts it back onto the init (the parametric head with its hair layer)."""
     smooth_unseen_relax_iterations: int = 30
     """Taubin λ|μ iterations after it, with the same weights: even out the triangles and what is left."""
+    smooth_seen_scale: float = 0.0
+    """Where the photo does support detail (the face), the sculpt's offset from the init is smoothed too, with this
+    finer sigma (world units): the hash grid's regular lumps (a period of about two grid cells) go, while the face's
+    own shape, which the init (the fitted parametric head) already has, stays. 0: the face is left as sculpted."""
+    smooth_seen_relax_iterations: int = 5
+    """Taubin iterations after that pass (weighted by the support)."""
     smooth_seen_min_cosine: float = 0.2
     """The photo supports none of a vertex's fine detail where the init surface there faces the reference camera by
     a cosine below this, or the camera does not see it..."""
@@ -396,6 +402,8 @@ class GeometryConfig:
                 "must be >= 1 with guidance_size in [32, 2048]")
         require(self.smooth_unseen_scale >= 0 and self.smooth_unseen_max_correction > 0, "smooth_unseen_scale",
                 "must be >= 0 with smooth_unseen_max_correction positive")
+        require(self.smooth_seen_scale >= 0 and self.smooth_seen_relax_iterations >= 0, "smooth_seen_scale",
+                "and smooth_seen_relax_iterations must be >= 0")
         require(0.0 <= self.smooth_unseen_keep_offset <= 1.0, "smooth_unseen_keep_offset", "must be in [0, 1]")
         require(self.smooth_unseen_relax_iterations >= 0 and self.smooth_unseen_cliff_slope >= 0, "smooth_unseen_relax_iterations",
                 "and smooth_unseen_cliff_slope must be >= 0")

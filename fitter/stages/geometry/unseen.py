@@ -146,6 +146,10 @@ def smooth_unseen(mesh: Mesh, camera: Camera, reference: SDF, grid_step: float, 
                                  max_correction=cfg.smooth_unseen_max_correction, cliff_slope=cfg.smooth_unseen_cliff_slope,
                                  relax_iterations=cfg.smooth_unseen_relax_iterations, gradient_step=grid_step,
                                  keep_offset=cfg.smooth_unseen_keep_offset, edges=edges)
+    if cfg.smooth_seen_scale > 0:  # the hash grid's lumps on the face: its offset from the init smoothed at a finer scale
+        smoothed = fair_to_reference(smoothed, faces, reference, support, offset_rounds=rounds_for_sigma(cfg.smooth_seen_scale, edge),
+                                     max_correction=cfg.smooth_unseen_max_correction, cliff_slope=cfg.smooth_unseen_cliff_slope,
+                                     relax_iterations=cfg.smooth_seen_relax_iterations, gradient_step=grid_step, edges=edges)
     if mask is not None:
         smoothed = keep_outline(verts, smoothed, camera, mask)
     moved = (smoothed - verts).norm(dim=1)

@@ -65,6 +65,23 @@ def test_the_seen_side_stays_and_the_rest_is_smoothed():
     assert 0 < record["supported_vertices_pct"] < 50 and record["seconds"] >= 0
 
 
+def test_smooth_seen_scale_removes_the_lumps_on_the_seen_side_and_keeps_its_shape():
+    """The hash grid's lumps on the face: with `smooth_seen_scale` the seen side is smoothed at that finer scale
+    (and keeps its broad shape: a bump as wide as a nose stays); without it the seen side is left as sculpted."""
+    mesh = noisy_ball(0.02)
+    z = mesh.verts[:, 2] / RADIUS
+    nose = (mesh.verts[:, :2].norm(dim=1) < 0.2) & (z > 0)
+    bumped = mesh.replace(verts=mesh.verts * (1.0 + 0.08 * nose.float() * (1.0 - mesh.verts[:, :2].norm(dim=1) / 0.2))[:, None])
+    front = (z > 0.6) & ~nose
+    plain, _ = smooth_unseen(bumped, CAMERA, ball, 0.02, GeometryConfig(), Rasterizer("torch"))
+    faired, _ = smooth_unseen(bumped, CAMERA, ball, 0.02, GeometryConfig(smooth_seen_scale=0.03), Rasterizer("torch"))
+    assert torch.equal(plain.verts[z > 0.95], bumped.verts[z > 0.95])
+    before = roughness_deg(bumped.verts, bumped.faces, front)
+    assert roughness_deg(faired.verts, faired.faces, front) < 0.5 * before < roughness_deg(plain.verts, plain.faces, front)
+    tip = nose & (mesh.verts[:, :2].norm(dim=1) < 0.05)
+    assert float(faired.verts[tip].norm(dim=1).mean()) > RADIUS * 1.05  # the nose-sized bump (0.08 high) stays
+
+
 def test_vertices_on_the_photo_outline_move_only_along_their_rays():
     """The mask loss fitted the silhouette to the photo: near the mask's outline a move may go in depth, not across."""
     mesh = icosphere(4, RADIUS)
@@ -93,7 +110,7 @@ def test_on_in_the_preview_off_in_the_hero_and_checked():
     assert load_config(PREVIEW.replace("preview.yaml", "portrait3d.yaml")).fit.geometry.smooth_unseen_scale == 0
     for bad in ("fit.geometry.smooth_seen_min_cosine=0.6", "fit.geometry.smooth_unseen_scale=-1",
                 "fit.geometry.smooth_unseen_max_correction=0", "fit.geometry.smooth_unseen_relax_iterations=-1",
-                "fit.geometry.smooth_unseen_keep_offset=1.5"):
+                "fit.geometry.smooth_unseen_keep_offset=1.5", "fit.geometry.smooth_seen_scale=-0.1"):
         with pytest.raises(ConfigError):
             load_config(PREVIEW, [bad])
 
