@@ -89,7 +89,7 @@ class Problem:
     """The terms of one photo as functions of a batch of packed parameter vectors (`FitHead.pack`)."""
 
     def __init__(self, head: FitHead, landmark_map: LandmarkMap, targets: Targets, weights: dict[str, float],
-                 cephalic_band: tuple[float, float] = losses.CEPHALIC_BAND):
+                 cephalic_band: tuple[float, float]):
         self.head, self.targets, self.weights, self.cephalic_band = head, targets, weights, cephalic_band
         corners = head.model.faces.long()[landmark_map.faces]  # (478, 3)
         self.corner_ids, inverse = torch.unique(corners.reshape(-1), return_inverse=True)

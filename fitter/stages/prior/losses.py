@@ -18,7 +18,8 @@ SILHOUETTE_TOLERANCE_PX = 1.0
 the edge of a head's own mask samples about half a pixel of the distance map)."""
 CEPHALIC_BAND = (0.75, 0.85)
 """Cephalic index (the skull's greatest breadth over its greatest length, above the brows) of most adults: a photo
-from the front fixes the breadth but says little about the length, which this band keeps plausible."""
+from the front fixes the breadth but says little about the length. `loss_cephalic`'s default; the fit takes its band
+from `prior.cephalic_band`, which sits inside this range."""
 DEPTH_SCALE_RANGE = (0.5, 2.0)
 """MediaPipe's relative depth is trusted up to a scale in this range (the best one is taken at each step)."""
 
